@@ -1,0 +1,5 @@
+import sys
+
+from reprozoo.cli import main
+
+sys.exit(main())

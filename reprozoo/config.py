@@ -1,0 +1,183 @@
+"""Configuration: load, merge overrides, validate, resolve one model's section.
+
+Torch-free on purpose: the Snakefile imports this module on hosts that may only
+have Snakemake installed (container runs).
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursive dict update (lists and scalars are replaced), like Snakemake's --configfile."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | Path, *overrides: str | Path) -> dict:
+    """Read config.yaml, apply override files in order, validate, return the dict."""
+    cfg = _read_yaml(path)
+    for override in overrides:
+        cfg = deep_merge(cfg, _read_yaml(override))
+    validate_config(cfg)
+    return cfg
+
+
+def _read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return data
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _one_line(error: jsonschema.ValidationError, prefix: str = "") -> str:
+    # Prefer the deepest, most specific error (e.g. inside allOf/if-then branches).
+    error = jsonschema.exceptions.best_match([error, *error.context]) if error.context else error
+    key = _key_path(error)
+    if prefix:
+        key = prefix if key == "(top level)" else f"{prefix}.{key}"
+    message = error.message
+    if error.validator == "additionalProperties":
+        message = message.replace("Additional properties are not allowed", "unknown key")
+    return f"config key '{key}': {message}"
+
+
+def validate_against(instance: dict, schema_ref: str | None = None, prefix: str = "") -> None:
+    """Validate against the whole schema, or one of its $defs (e.g. 'resolved_model')."""
+    schema = load_schema()
+    if schema_ref is not None:
+        schema = {**schema, "$ref": f"#/$defs/{schema_ref}"}
+        for key in ("type", "required", "properties", "additionalProperties"):
+            schema.pop(key, None)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is not None:
+        raise ConfigError(_one_line(error, prefix))
+
+
+def validate_config(cfg: dict) -> None:
+    """Schema check plus the cross-references a schema cannot express."""
+    validate_against(cfg)
+    for i, name in enumerate(cfg["run"]["datasets"]):
+        if name not in cfg["datasets"]:
+            raise ConfigError(f"config key 'run.datasets.{i}': unknown dataset '{name}' "
+                              f"(defined: {', '.join(sorted(cfg['datasets']))})")
+    for i, name in enumerate(cfg["run"]["models"]):
+        if name not in cfg["models"]:
+            raise ConfigError(f"config key 'run.models.{i}': unknown model '{name}' "
+                              f"(defined: {', '.join(sorted(cfg['models']))})")
+    archs = registered_architectures()
+    for name, section in cfg["models"].items():
+        if section["arch"] not in archs:
+            raise ConfigError(f"config key 'models.{name}.arch': unknown architecture "
+                              f"'{section['arch']}' (registered: {', '.join(sorted(archs))})")
+        if section.get("hparams", cfg["protocol"]["hparams"]) == "paper" and name in cfg["run"]["models"]:
+            paper = section.get("paper", {})
+            for key in ("lr", "epochs"):
+                if key not in paper:
+                    raise ConfigError(f"config key 'models.{name}.paper.{key}': required by "
+                                      "'hparams: paper' but missing")
+
+
+def resolve_model(cfg: dict, name: str) -> dict:
+    """The model's own view of the config: protocol defaults merged with its section.
+
+    This is all a tune/train/evaluate stage receives, so a change to one model's
+    section changes only that model's jobs.
+    """
+    if name not in cfg["models"]:
+        raise ConfigError(f"config key 'models': unknown model '{name}' "
+                          f"(defined: {', '.join(sorted(cfg['models']))})")
+    protocol = {k: v for k, v in cfg["protocol"].items() if k != "split"}
+    resolved = deep_merge(protocol, cfg["models"][name])
+    resolved.setdefault("args", {})
+    # The reported numbers matter to training only under `hparams: paper` (lr, epochs);
+    # the rest of the paper block goes to the report alone, so editing it reruns only the report.
+    paper = resolved.pop("paper", {})
+    resolved["paper"] = ({k: paper[k] for k in ("lr", "epochs") if k in paper}
+                         if resolved["hparams"] == "paper" else {})
+    resolved["name"] = name
+    resolved["seed"] = cfg["seed"]
+    return resolved
+
+
+def resolve_dataset(cfg: dict, name: str) -> dict:
+    if name not in cfg["datasets"]:
+        raise ConfigError(f"config key 'datasets': unknown dataset '{name}' "
+                          f"(defined: {', '.join(sorted(cfg['datasets']))})")
+    section = cfg["datasets"][name]
+    return {"name": name, "image_size": 32, "paper_dataset": section["kind"] == "cifar10", **section}
+
+
+def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:
+    """Parse a JSON config section given on the command line, validating it."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what}: not valid JSON ({e.msg} at char {e.pos})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what}: must be a JSON object")
+    if schema_ref is not None:
+        validate_against(value, schema_ref, prefix=what)
+    return value
+
+
+def registered_architectures() -> dict[str, Path]:
+    """Architecture name -> source file, read from the @register_model decorators.
+
+    Parsed with `ast` instead of imported so that it works without torch, and so
+    that the Snakefile can list a model's own source file as an input of its jobs.
+    """
+    found: dict[str, Path] = {}
+    for path in sorted(MODELS_DIR.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                for dec in node.decorator_list:
+                    target = dec.func if isinstance(dec, ast.Call) else dec
+                    if isinstance(target, ast.Name) and target.id == "register_model":
+                        found[node.name] = path
+    return found
+
+
+def model_source(arch: str) -> Path:
+    archs = registered_architectures()
+    if arch not in archs:
+        raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(sorted(archs))})")
+    return archs[arch]

@@ -1,0 +1,229 @@
+"""Datasets -> one uint8 array artifact -> a seeded split.
+
+Stages: `download` (fetch or check the raw data, write a manifest), `prepare`
+(raw -> results/{dataset}/data.npz with uint8 NHWC images, int64 labels and
+class names), `split` (the study's tuning split as index lists + checksum).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+
+from reprozoo.io import atomic_path, write_json
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+
+class DataError(RuntimeError):
+    """Missing or malformed data, reported as one line naming the file or folder."""
+
+
+# ---------------------------------------------------------------- download
+
+def download(dataset: dict, manifest_path: str | Path) -> dict:
+    """Fetch (cifar10) or check (digits, imagefolder) the raw data; write a manifest."""
+    kind = dataset["kind"]
+    if kind == "cifar10":
+        manifest = _download_cifar10(Path(dataset["root"]))
+    elif kind == "digits":
+        from sklearn.datasets import load_digits
+
+        manifest = {"source": "sklearn.datasets.load_digits", "images": int(len(load_digits().target))}
+    elif kind == "imagefolder":
+        manifest = {"root": dataset["root"], **{split: _scan_imagefolder(Path(dataset["root"]), split)
+                                                for split in ("train", "test")}}
+    else:  # the schema rules this out; keep the error explicit all the same
+        raise DataError(f"dataset '{dataset['name']}': unknown kind '{kind}'")
+    manifest = {"dataset": dataset["name"], "kind": kind, **manifest}
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def _download_cifar10(root: Path) -> dict:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        CIFAR10(root, train=True, download=True)  # verifies every batch file's MD5; skips if present
+    except (URLError, OSError, RuntimeError) as e:
+        raise DataError(
+            f"cannot get CIFAR-10 into {root}/ ({getattr(e, 'reason', e)}). Without network access, "
+            f"download {CIFAR10.url} elsewhere and place {CIFAR10.filename} (MD5 {CIFAR10.tgz_md5}) "
+            f"in {root}/, then rerun") from None
+    return {"root": str(root), "archive": CIFAR10.filename, "md5": CIFAR10.tgz_md5,
+            "files": {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}}
+
+
+def _scan_imagefolder(root: Path, split: str) -> dict:
+    folder = root / split
+    if not folder.is_dir():
+        raise DataError(f"imagefolder {root}: missing folder '{split}/' "
+                        f"(expected {root}/train/<class>/* and {root}/test/<class>/*)")
+    counts = {}
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        counts[class_dir.name] = sum(1 for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    if not counts or not any(counts.values()):
+        raise DataError(f"imagefolder {folder}: no class folders with images")
+    return {"classes": counts}
+
+
+# ---------------------------------------------------------------- prepare
+
+def prepare(dataset: dict, out_path: str | Path) -> dict:
+    """Raw data -> data.npz (x_* uint8 NHWC, y_* int64, classes)."""
+    kind, size = dataset["kind"], dataset.get("image_size", 32)
+    if kind == "cifar10":
+        arrays = _prepare_cifar10(Path(dataset["root"]))
+    elif kind == "digits":
+        arrays = _prepare_digits(size)
+    else:
+        arrays = _prepare_imagefolder(Path(dataset["root"]), size)
+    save_arrays(out_path, arrays)
+    return {k: list(v.shape) for k, v in arrays.items()}
+
+
+def _prepare_cifar10(root: Path) -> dict:
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train, test = CIFAR10(root, train=True), CIFAR10(root, train=False)
+    except RuntimeError:
+        raise DataError(f"CIFAR-10 not found or corrupt under {root}/ (run the download stage)") from None
+    return {"x_train": np.asarray(train.data, dtype=np.uint8), "y_train": np.asarray(train.targets, np.int64),
+            "x_test": np.asarray(test.data, dtype=np.uint8), "y_test": np.asarray(test.targets, np.int64),
+            "classes": np.asarray(train.classes)}
+
+
+def _prepare_digits(size: int) -> dict:
+    """scikit-learn's 1,797 8x8 digits (values 0-16) -> size x size RGB uint8.
+
+    The train/test split is the dataset's own, fixed (stratified, 20% test,
+    random_state=0), not the study's seed: it defines the dataset.
+    """
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0          # (N, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1)    # (N, 3, size, size)
+    x = x.permute(0, 2, 3, 1).contiguous().numpy()                           # NHWC
+    y = digits.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=0)
+    return {"x_train": x[idx_train], "y_train": y[idx_train], "x_test": x[idx_test], "y_test": y[idx_test],
+            "classes": np.asarray([str(d) for d in digits.target_names])}
+
+
+def read_imagefolder(root: Path, split: str, size: int, classes: list[str] | None = None):
+    """Decode root/split/<class>/* into (uint8 NHWC, int64 labels, class names)."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = root / split
+    if not folder.is_dir():
+        raise DataError(f"imagefolder {root}: missing folder '{split}/'")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if classes is None:
+        classes = found
+    elif found != list(classes):
+        raise DataError(f"imagefolder {folder}: classes {found} differ from the expected {list(classes)}")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((folder / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                with Image.open(file) as img:
+                    img = img.convert("RGB")
+                    if img.size != (size, size):
+                        img = img.resize((size, size), Image.Resampling.BILINEAR)
+                    images.append(np.asarray(img, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"{file}: cannot decode image ({e})") from None
+            labels.append(label)
+    if not images:
+        raise DataError(f"imagefolder {folder}: no images found")
+    return np.stack(images), np.asarray(labels, dtype=np.int64), list(classes)
+
+
+def _prepare_imagefolder(root: Path, size: int) -> dict:
+    x_train, y_train, classes = read_imagefolder(root, "train", size)
+    x_test, y_test, _ = read_imagefolder(root, "test", size, classes)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
+            "classes": np.asarray(classes)}
+
+
+def save_arrays(path: str | Path, arrays: dict) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def load_arrays(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found (run the prepare stage first)")
+    with np.load(path, allow_pickle=False) as npz:  # never unpickle
+        arrays = {k: npz[k] for k in npz.files}
+    missing = {"x_train", "y_train", "x_test", "y_test", "classes"} - arrays.keys()
+    if missing:
+        raise DataError(f"{path}: missing arrays {sorted(missing)}")
+    return arrays
+
+
+# ---------------------------------------------------------------- split
+
+def make_split(n_train: int, n_test: int, seed: int, tune_fraction: float, val_fraction: float) -> dict:
+    """The study's protocol: a random `tune_fraction` of train, split into tune-train/tune-val.
+
+    Mirrors the notebook: randperm -> first 20% -> random_split 80/20, but with
+    a dedicated generator so nothing else consumes the seed's random stream.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n_train, generator=gen)
+    n_tune = int(n_train * tune_fraction)
+    tune = perm[:n_tune]
+    n_val = int(n_tune * val_fraction)
+    order = torch.randperm(n_tune, generator=gen)
+    split = {
+        "seed": seed, "tune_fraction": tune_fraction, "val_fraction": val_fraction,
+        "tune_train": tune[order[:n_tune - n_val]].tolist(),
+        "tune_val": tune[order[n_tune - n_val:]].tolist(),
+        "train": list(range(n_train)),
+        "test": list(range(n_test)),
+    }
+    if not split["tune_train"] or not split["tune_val"]:
+        raise DataError(f"split: {n_train} training images are too few for tune_fraction={tune_fraction}, "
+                        f"val_fraction={val_fraction} (an empty tune-train or tune-val set)")
+    split["checksum"] = split_checksum(split)
+    return split
+
+
+def split_checksum(split: dict) -> str:
+    lists = {k: split[k] for k in ("tune_train", "tune_val", "train", "test")}
+    return hashlib.sha256(json.dumps(lists, sort_keys=True).encode()).hexdigest()
+
+
+def write_split(data_path: str | Path, out_path: str | Path, seed: int, tune_fraction: float,
+                val_fraction: float) -> dict:
+    arrays = load_arrays(data_path)
+    split = make_split(len(arrays["y_train"]), len(arrays["y_test"]), seed, tune_fraction, val_fraction)
+    with atomic_path(out_path) as tmp:  # compact and byte-identical for the same inputs
+        tmp.write_text(json.dumps(split, sort_keys=True, separators=(",", ":")) + "\n")
+    return split
+
+
+def read_split(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found (run the split stage first)")
+    split = json.loads(path.read_text())
+    if split.get("checksum") != split_checksum(split):
+        raise DataError(f"{path}: checksum mismatch, the index lists were edited or truncated")
+    return split

@@ -1,0 +1,172 @@
+"""The one training loop every stage uses.
+
+Images live in memory as uint8 tensors (on the GPU when there is one) and are
+normalised per batch on the device: no DataLoader, no per-sample transforms.
+On CUDA: bf16 autocast, channels_last, TF32. On CPU: fp32, deterministic.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch (CPU + CUDA), numpy and random; return a generator for data order."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+@dataclass
+class Tensors:
+    """A labelled image set held in memory: x uint8 (N, 3, H, W), y int64 (N,)."""
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, x_nhwc: np.ndarray, y: np.ndarray, device: torch.device,
+                   index: list[int] | None = None) -> "Tensors":
+        if index is not None:
+            x_nhwc, y = x_nhwc[index], y[index]
+        x = torch.from_numpy(np.ascontiguousarray(x_nhwc)).permute(0, 3, 1, 2).contiguous()
+        y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        if device.type == "cuda":
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return cls(x, y)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class Normalize(nn.Module):
+    """uint8 (B, 3, H, W) -> float, scaled to [0, 1], then (x - mean) / std per channel."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+class Runner:
+    """Model + optimiser + the batch logic for one training run."""
+
+    def __init__(self, model: nn.Module, cfg: dict, device: torch.device, lr: float | None = None):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.model = model.to(device)
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.normalize = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"]).to(device)
+        self.batch_size = cfg["batch_size"]          # images per step
+        self.eval_batch_size = cfg["eval_batch_size"]
+        self.optimizer = None
+        if lr is not None:
+            opt = cfg["optimizer"]
+            self.optimizer = torch.optim.Adam(
+                (p for p in self.model.parameters() if p.requires_grad), lr=lr,
+                betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"])
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+
+    def batches(self, n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = order.to(self.device)
+        for start in range(0, n, batch_size):
+            yield order[start:start + batch_size]
+
+    def train_epoch(self, data: Tensors, generator: torch.Generator,
+                    on_batch: Callable[[], None] | None = None) -> float:
+        """One pass over `data` in the generator's order; returns the mean training loss."""
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        for idx in self.batches(len(data), self.batch_size, generator):
+            with self._autocast():
+                loss = F.cross_entropy(self.model(self._inputs(data.x[idx])), data.y[idx])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach().float() * len(idx)
+            if on_batch is not None:
+                on_batch()
+        mean = total.item() / len(data)   # one sync per epoch
+        if not math.isfinite(mean):
+            raise Diverged(f"training loss is {mean}")
+        return mean
+
+    @torch.no_grad()
+    def predict(self, data: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample cross-entropy and logits (float32, on CPU) for `data`."""
+        self.model.eval()
+        losses, logits = [], []
+        for idx in self.batches(len(data), self.eval_batch_size, None):
+            with self._autocast():
+                out = self.model(self._inputs(data.x[idx])).float()
+            losses.append(F.cross_entropy(out, data.y[idx], reduction="none"))
+            logits.append(out)
+        return torch.cat(losses).cpu(), torch.cat(logits).cpu()
+
+    def evaluate(self, data: Tensors) -> tuple[float, float]:
+        """Mean loss and accuracy (%) on `data`."""
+        losses, logits = self.predict(data)
+        accuracy = (logits.argmax(1) == data.y.cpu()).float().mean().item() * 100
+        return losses.mean().item(), accuracy
+
+
+def fit(runner: Runner, train: Tensors, val: Tensors, epochs: int, generator: torch.Generator,
+        patience: int | None = None, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train up to `epochs`, evaluating on `val` after each; stop early after `patience`
+    epochs without a lower val loss. Returns one history row per epoch."""
+    history: list[dict] = []
+    best, since_best = math.inf, 0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        train_loss = runner.train_epoch(train, generator)
+        val_loss, val_acc = runner.evaluate(val)
+        if not math.isfinite(val_loss):
+            raise Diverged(f"evaluation loss is {val_loss} at epoch {epoch}")
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
+               "seconds": time.perf_counter() - start}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if val_loss < best:
+            best, since_best = val_loss, 0
+        else:
+            since_best += 1
+            if patience is not None and since_best >= patience:
+                break
+    return history

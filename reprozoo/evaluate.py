@@ -1,0 +1,67 @@
+"""`evaluate`: test loss, accuracy, per-class accuracy and confusion matrix of a
+trained model, plus the same on optional extra test sets (imagefolder trees)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
+
+from reprozoo.data import DataError, load_arrays, read_imagefolder
+from reprozoo.engine import Runner, Tensors
+from reprozoo.io import write_csv, write_json
+from reprozoo.models import create_model
+
+log = logging.getLogger("reprozoo.evaluate")
+
+
+def load_weights(model: torch.nn.Module, path, device) -> torch.nn.Module:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found (run the train stage first)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)  # never unpickle code
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise DataError(f"{path}: weights do not fit model ({first}); retrain after changing its config") from None
+    return model
+
+
+def scores(runner: Runner, data: Tensors) -> tuple[dict, np.ndarray, np.ndarray]:
+    losses, logits = runner.predict(data)
+    y_true, y_pred = data.y.cpu().numpy(), logits.argmax(1).numpy()
+    return {"loss": losses.mean().item(), "accuracy": 100 * accuracy_score(y_true, y_pred),
+            "images": len(y_true)}, y_true, y_pred
+
+
+def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, device,
+             extra_tests: dict[str, str] | None = None) -> dict:
+    arrays = load_arrays(data_path)
+    classes = [str(c) for c in arrays["classes"]]
+    labels = list(range(len(classes)))
+    model = load_weights(create_model(cfg["arch"], len(classes), **cfg["args"]), weights_path, device)
+    runner = Runner(model, cfg, device)
+
+    test = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device)
+    metrics, y_true, y_pred = scores(runner, test)
+    per_class = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0) * 100
+    metrics["per_class_accuracy"] = dict(zip(classes, per_class.round(4).tolist()))
+    metrics["model"] = cfg["name"]
+
+    metrics["extra"] = {}
+    size = arrays["x_test"].shape[1]
+    for name, root in sorted((extra_tests or {}).items()):
+        x, y, _ = read_imagefolder(Path(root), "test", size, classes)
+        extra, _, _ = scores(runner, Tensors.from_numpy(x, y, device))
+        metrics["extra"][name] = extra
+        log.info("%s on extra test set %s: acc %.2f%% loss %.4f", cfg["name"], name, extra["accuracy"], extra["loss"])
+
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    write_csv(confusion_path, pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes))
+    write_json(metrics_path, metrics)
+    log.info("%s: test acc %.2f%% loss %.4f", cfg["name"], metrics["accuracy"], metrics["loss"])
+    return metrics

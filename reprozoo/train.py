@@ -1,0 +1,54 @@
+"""`train`: the full training set at the chosen lr and epochs, evaluated on the
+test set after every epoch (as the study does), then weights + history + run record."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pandas as pd
+import torch
+
+from reprozoo.data import load_arrays, read_split
+from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
+from reprozoo.io import atomic_path, read_json, stamp, write_csv, write_json
+from reprozoo.models import count_parameters, create_model
+
+log = logging.getLogger("reprozoo.train")
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+def train(cfg: dict, data_path, split_path, best_path, weights_path, history_path, run_path, device) -> dict:
+    best = read_json(best_path)
+    lr, epochs = float(best["lr"]), int(best["epochs"])
+    arrays, split = load_arrays(data_path), read_split(split_path)
+    train_set = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["train"])
+    test_set = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device, split["test"])
+
+    generator = seed_everything(cfg["seed"])
+    model = create_model(cfg["arch"], len(arrays["classes"]), **cfg["args"])
+    runner = Runner(model, cfg, device, lr)
+    log.info("%s: %s params, lr %.3g, %d epochs, %d train / %d test images on %s", cfg["name"],
+             f"{count_parameters(model):,}", lr, epochs, len(train_set), len(test_set), device)
+
+    start = time.perf_counter()
+    try:
+        history = fit(runner, train_set, test_set, epochs, generator, on_epoch=lambda r: log.info(
+            "epoch %d/%d train loss %.4f test loss %.4f test acc %.2f%% (%.1fs)", r["epoch"], epochs,
+            r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"]))
+    except Diverged as e:
+        raise TrainError(f"model '{cfg['name']}' diverged at lr {lr:.3g}: {e}") from None
+    duration = time.perf_counter() - start
+
+    frame = pd.DataFrame(history).rename(columns={"val_loss": "test_loss", "val_accuracy": "test_accuracy"})
+    with atomic_path(weights_path) as tmp:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in runner.model.state_dict().items()}, tmp)
+    write_csv(history_path, frame, index=False)
+    run = {"model": cfg["name"], "arch": cfg["arch"], "params": count_parameters(model), "lr": lr,
+           "epochs": epochs, "hparams": best["source"], "duration_s": round(duration, 3),
+           "final_test_loss": history[-1]["val_loss"], "final_test_accuracy": history[-1]["val_accuracy"],
+           "train_images": len(train_set), **stamp(device, cfg["seed"])}
+    write_json(run_path, run)
+    return run

@@ -1,0 +1,95 @@
+"""`tune`: hyperopt TPE over the learning rate on the study's tuning split.
+
+Each trial trains a fresh model (same seeded init, so only lr differs) for up
+to `tune.max_epochs` with early stopping on tune-val loss; the best trial's lr
+and best epoch become the final training's lr and epochs. With `hparams: paper`
+the reported lr and epochs are used instead and no trial runs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt.exceptions import AllTrialsFailed
+from tqdm.auto import tqdm
+
+from reprozoo.data import load_arrays, read_split
+from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
+from reprozoo.io import write_csv, write_json
+from reprozoo.models import create_model
+
+log = logging.getLogger("reprozoo.tune")
+
+TRIAL_COLUMNS = ["trial", "lr", "status", "best_epoch", "best_val_loss", "best_val_accuracy",
+                 "epochs_run", "seconds", "error"]
+
+
+class TuneError(RuntimeError):
+    pass
+
+
+def tune(cfg: dict, data_path, split_path, trials_path, best_path, device) -> dict:
+    if cfg["hparams"] == "paper":
+        best = {"source": "paper", "lr": cfg["paper"]["lr"], "epochs": cfg["paper"]["epochs"]}
+        log.info("%s: hparams: paper -> lr %.3g, %d epochs (no tuning)", cfg["name"], best["lr"], best["epochs"])
+        write_csv(trials_path, pd.DataFrame(columns=TRIAL_COLUMNS), index=False)
+        write_json(best_path, best)
+        return best
+
+    arrays, split = load_arrays(data_path), read_split(split_path)
+    train = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_train"])
+    val = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_val"])
+    num_classes = len(arrays["classes"])
+    t = cfg["tune"]
+    rows: list[dict] = []
+
+    def objective(params: dict) -> dict:
+        lr = float(params["lr"])
+        generator = seed_everything(cfg["seed"])
+        runner = Runner(create_model(cfg["arch"], num_classes, **cfg["args"]), cfg, device, lr)
+        bar = tqdm(total=t["max_epochs"], desc=f"trial {len(rows) + 1} lr={lr:.2e}", leave=False, unit="ep")
+        row = {"trial": len(rows) + 1, "lr": lr, "error": ""}
+        start = time.perf_counter()
+        try:
+            history = fit(runner, train, val, t["max_epochs"], generator, patience=t["patience"],
+                          on_epoch=lambda r: (bar.update(), bar.set_postfix(val_loss=f"{r['val_loss']:.4f}")))
+        except Diverged as e:
+            row.update(status="fail", best_epoch=None, best_val_loss=None, best_val_accuracy=None,
+                       epochs_run=bar.n + 1, seconds=time.perf_counter() - start, error=str(e))
+            rows.append(row)
+            log.warning("%s trial %d lr=%.3g diverged: %s", cfg["name"], row["trial"], lr, e)
+            return {"status": STATUS_FAIL, "error": str(e)}
+        finally:
+            bar.close()
+        best = min(history, key=lambda r: r["val_loss"])
+        row.update(status="ok", best_epoch=best["epoch"], best_val_loss=best["val_loss"],
+                   best_val_accuracy=best["val_accuracy"], epochs_run=len(history),
+                   seconds=time.perf_counter() - start)
+        rows.append(row)
+        log.info("%s trial %d lr=%.3g best epoch %d val loss %.4f acc %.2f%% (%.1fs)", cfg["name"], row["trial"],
+                 lr, best["epoch"], best["val_loss"], best["val_accuracy"], row["seconds"])
+        return {"status": STATUS_OK, "loss": best["val_loss"], "best_epoch": best["epoch"]}
+
+    lo, hi = t["lr_log_range"]
+    trials = Trials()
+    try:
+        fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
+             trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=True)
+    except AllTrialsFailed:
+        raise TuneError(f"model '{cfg['name']}': all {t['max_evals']} trials diverged; lower "
+                        f"tune.lr_log_range (now [{lo}, {hi}])") from None
+    finally:
+        write_csv(trials_path, pd.DataFrame(rows, columns=TRIAL_COLUMNS), index=False)
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    winner = min(ok, key=lambda r: r["best_val_loss"])
+    best = {"source": "tuned", "lr": winner["lr"], "epochs": int(winner["best_epoch"]), "trial": winner["trial"],
+            "best_val_loss": winner["best_val_loss"], "best_val_accuracy": winner["best_val_accuracy"],
+            "max_evals": t["max_evals"], "failed_trials": len(rows) - len(ok)}
+    write_json(best_path, best)
+    log.info("%s: best lr %.3g, %d epochs (trial %d)", cfg["name"], best["lr"], best["epochs"], best["trial"])
+    return best

@@ -1,0 +1,98 @@
+# Config validation, every artifact path, and every input function.
+# Paths live here and nowhere else.
+import json
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)
+from reprozoo.config import ConfigError, model_source, resolve_dataset, resolve_model, validate_config
+
+try:
+    validate_config(config)
+except ConfigError as e:
+    sys.exit(f"reprozoo: {e}")
+
+
+DATASETS = config["run"]["datasets"]
+MODELS = config["run"]["models"]
+
+
+wildcard_constraints:
+    dataset="[a-z][a-z0-9_]*",
+    model="[a-z][a-z0-9_]*",
+    seed=r"\d+",
+
+
+# ------------------------------------------------------------------ artifacts
+MANIFEST = "resources/{dataset}/manifest.json"
+DATA = "results/{dataset}/data.npz"
+SPLIT = "results/{dataset}/split-seed{seed}.json"
+TRIALS = "results/{dataset}/tune/{model}/trials.csv"
+BEST = "results/{dataset}/tune/{model}/best.json"
+WEIGHTS = "results/{dataset}/train/{model}/weights.pt"
+HISTORY = "results/{dataset}/train/{model}/history.csv"
+RUN = "results/{dataset}/train/{model}/run.json"
+METRICS = "results/{dataset}/eval/{model}/metrics.json"
+CONFUSION = "results/{dataset}/eval/{model}/confusion.csv"
+REPORT_DIR = "results/{dataset}/report"
+TABLE_CSV = REPORT_DIR + "/comparison.csv"
+TABLE_MD = REPORT_DIR + "/comparison.md"
+FIGURES = REPORT_DIR + "/figures"
+CURVES = FIGURES + "/curves_{model}.png"
+ACCURACY_PLOT = FIGURES + "/accuracy.png"
+LOG = "logs/{dataset}/{stage}.log"
+MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
+
+
+# ------------------------------------------------------------------ config sections
+def as_json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def dataset_json(wildcards):
+    return as_json(resolve_dataset(config, wildcards.dataset))
+
+
+def model_json(wildcards):
+    """Only the model's own resolved section: a change elsewhere never reruns its jobs."""
+    return as_json(resolve_model(config, wildcards.model))
+
+
+def papers_json(wildcards):
+    return as_json({m: config["models"][m].get("paper", {}) for m in MODELS})
+
+
+def extra_test_args(wildcards):
+    return " ".join(f"--extra-test {name}={spec['root']}" for name, spec in sorted(config.get("extra_test", {}).items()))
+
+
+# ------------------------------------------------------------------ input functions
+def src(*parts):
+    return os.path.relpath(os.path.join(workflow.basedir, "reprozoo", *parts))
+
+
+def split_file(wildcards):
+    return SPLIT.format(dataset=wildcards.dataset, seed=config["seed"])
+
+
+def model_code(stage):
+    """The model's own source file plus the stage's code: editing a model file reruns only that model."""
+
+    def inputs(wildcards):
+        arch = config["models"][wildcards.model]["arch"]
+        return [os.path.relpath(model_source(arch)), src("engine.py"), src(f"{stage}.py")]
+
+    return inputs
+
+
+def per_model(pattern):
+    def inputs(wildcards):
+        return expand(pattern, dataset=wildcards.dataset, model=MODELS)
+
+    return inputs
+
+
+def all_reports():
+    return expand([TABLE_CSV, TABLE_MD, ACCURACY_PLOT], dataset=DATASETS) + expand(
+        CURVES, dataset=DATASETS, model=MODELS
+    )

@@ -1,0 +1,51 @@
+# download -> prepare -> split: one dataset's raw data to index lists.
+
+# Downloads need the network, which cluster nodes often lack: run on the host.
+localrules:
+    download,
+
+
+rule download:
+    output:
+        MANIFEST,
+    params:
+        dataset=dataset_json,
+    log:
+        expand(LOG, stage="download", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo download --dataset {params.dataset:q} --out {output} --log {log}"
+
+
+rule prepare:
+    input:
+        manifest=MANIFEST,
+        code=src("data.py"),
+    output:
+        DATA,
+    params:
+        dataset=dataset_json,
+    log:
+        expand(LOG, stage="prepare", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo prepare --dataset {params.dataset:q} --manifest {input.manifest} --out {output} --log {log}"
+
+
+rule split:
+    input:
+        data=DATA,
+    output:
+        SPLIT,
+    params:
+        tune_fraction=config["protocol"]["split"]["tune_fraction"],
+        val_fraction=config["protocol"]["split"]["val_fraction"],
+    log:
+        "logs/{dataset}/split-seed{seed}.log",
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo split --data {input.data} --seed {wildcards.seed} "
+        "--tune-fraction {params.tune_fraction} --val-fraction {params.val_fraction} --out {output} --log {log}"

@@ -1,0 +1,65 @@
+# tune -> train -> evaluate: one model on one dataset.
+
+
+rule tune:
+    input:
+        data=DATA,
+        split=split_file,
+        code=model_code("tune"),
+    output:
+        trials=TRIALS,
+        best=BEST,
+    params:
+        model=model_json,
+    threads: 4
+    log:
+        expand(MODEL_LOG, stage="tune", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo tune --model {params.model:q} --data {input.data} --split {input.split} "
+        "--trials {output.trials} --best {output.best} --threads {threads} --log {log}"
+
+
+rule train:
+    input:
+        data=DATA,
+        split=split_file,
+        best=BEST,
+        code=model_code("train"),
+    output:
+        weights=WEIGHTS,
+        history=HISTORY,
+        run=RUN,
+    params:
+        model=model_json,
+    threads: 4
+    log:
+        expand(MODEL_LOG, stage="train", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo train --model {params.model:q} --data {input.data} --split {input.split} "
+        "--best {input.best} --weights {output.weights} --history {output.history} --run {output.run} "
+        "--threads {threads} --log {log}"
+
+
+rule evaluate:
+    input:
+        data=DATA,
+        weights=WEIGHTS,
+        code=model_code("evaluate"),
+    output:
+        metrics=METRICS,
+        confusion=CONFUSION,
+    params:
+        model=model_json,
+        extra=extra_test_args,
+    threads: 4
+    log:
+        expand(MODEL_LOG, stage="evaluate", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo evaluate --model {params.model:q} --data {input.data} --weights {input.weights} "
+        "--metrics {output.metrics} --confusion {output.confusion} {params.extra} --threads {threads} --log {log}"

@@ -1,0 +1,101 @@
+"""Config validation: the real config passes; every bad input is one line naming the key."""
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli, run_snakemake
+from reprozoo.config import ConfigError, load_config, resolve_model, validate_config
+
+
+def test_study_config_is_the_published_study(study_cfg):
+    assert study_cfg["seed"] == 3407
+    assert study_cfg["run"]["datasets"] == ["cifar10"]
+    assert study_cfg["protocol"]["batch_size"] == 128
+    assert study_cfg["protocol"]["tune"] == {"max_evals": 20, "max_epochs": 50, "patience": 5,
+                                             "lr_log_range": [-10, -4]}
+    papers = {m: study_cfg["models"][m]["paper"] for m in ("mlp", "cnn", "resnet18")}
+    assert papers["mlp"]["accuracy"] == 54.44 and papers["cnn"]["accuracy"] == 77.33
+    assert papers["resnet18"]["lr"] == 2.787e-3 and papers["resnet18"]["epochs"] == 8
+
+
+def test_resolved_model_holds_only_its_own_section(study_cfg):
+    mlp = resolve_model(study_cfg, "mlp")
+    assert mlp["args"] == {"hidden": [512, 256]} and mlp["batch_size"] == 128 and mlp["seed"] == 3407
+    assert mlp["paper"] == {}  # reported numbers reach training only under hparams: paper
+    cfg = {**study_cfg, "models": {**study_cfg["models"], "mlp": {**study_cfg["models"]["mlp"], "hparams": "paper"}}}
+    assert resolve_model(cfg, "mlp")["paper"] == {"lr": 5.6e-5, "epochs": 13}
+    assert resolve_model(cfg, "cnn") == resolve_model(study_cfg, "cnn")
+
+
+BAD = [
+    ({"seed": "abc"}, "config key 'seed': 'abc' is not of type 'integer'"),
+    ({"protocol": {"batch_size": 0}}, "config key 'protocol.batch_size'"),
+    ({"models": {"mlp": {"lr_typo": 1}}}, "config key 'models.mlp': unknown key ('lr_typo' was unexpected)"),
+    ({"run": {"models": ["mlp", "nope"]}}, "config key 'run.models.1': unknown model 'nope'"),
+    ({"run": {"datasets": ["imagenet"]}}, "config key 'run.datasets.0': unknown dataset 'imagenet'"),
+    ({"models": {"mlp": {"arch": "transformer9000"}}}, "config key 'models.mlp.arch': unknown architecture"),
+    ({"datasets": {"x": {"kind": "imagefolder"}}}, "config key 'datasets.x': 'root' is a required property"),
+    ({"protocol": {"hparams": "guess"}}, "config key 'protocol.hparams'"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD, ids=[b[1][:40] for b in BAD])
+def test_bad_config_is_one_line_naming_the_key(tmp_path, override, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(override))
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "config.yaml", path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_key_is_named(study_cfg):
+    cfg = {k: v for k, v in study_cfg.items() if k != "protocol"}
+    with pytest.raises(ConfigError, match="'protocol' is a required property"):
+        validate_config(cfg)
+
+
+def test_hparams_paper_needs_reported_lr(tmp_path):
+    path = tmp_path / "o.yaml"
+    path.write_text(yaml.safe_dump({"models": {"extra": {"arch": "mlp", "hparams": "paper"}},
+                                    "run": {"models": ["extra"]}}))
+    with pytest.raises(ConfigError, match="models.extra.paper.lr"):
+        load_config(ROOT / "config.yaml", path)
+
+
+def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"models": {"cnn": {"args": "wide"}}}))
+    result = run_cli("check-config", ROOT / "config.yaml", path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "reprozoo check-config: error: config key 'models.cnn.args': 'wide' is not of type 'object'"]
+
+
+def test_cli_stage_validates_its_model_section(digits_npz, digits_split, tmp_path, demo_cfg):
+    import json
+
+    model = {**resolve_model(demo_cfg, "mlp"), "batch_size": -1}
+    result = run_cli("tune", "--model", json.dumps(model), "--data", digits_npz, "--split", digits_split,
+                     "--trials", tmp_path / "t.csv", "--best", tmp_path / "b.json")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("reprozoo tune: error: config key '--model.batch_size'")
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_cli_wrong_model_args_named(digits_npz, digits_split, tmp_path, demo_cfg):
+    import json
+
+    model = {**resolve_model(demo_cfg, "cnn"), "args": {"chanels": [8]}}
+    result = run_cli("tune", "--model", json.dumps(model), "--data", digits_npz, "--split", digits_split,
+                     "--trials", tmp_path / "t.csv", "--best", tmp_path / "b.json")
+    assert result.returncode == 2
+    assert "'chanels'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"run": {"models": ["mlp", "vgg"]}}))
+    result = run_snakemake("-n", "--configfile", path)
+    assert result.returncode != 0
+    assert "config key 'run.models.1': unknown model 'vgg'" in result.stderr + result.stdout
+    assert "rule tune" not in result.stdout
