@@ -60,7 +60,7 @@ def build_table(dataset: dict, models: list[str], papers: dict, metrics: list[di
             "accuracy": round(m["accuracy"], 2),
             "diff_points": None if points is None else round(points, 2),
             "diff_percent": None if percent is None else round(percent, 2),
-            "flag": flag if comparable else f"{flag} (dataset {dataset['name']}: not the paper's)",
+            "flag": flag if comparable or points is None else f"not comparable ({dataset['name']})",
             "paper_loss": paper.get("loss"),
             "loss": round(m["loss"], 4),
             "lr": float(f"{best['lr']:.4g}"),
@@ -98,11 +98,12 @@ def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
                       value_name="test accuracy (%)").dropna()
     long["source"] = long["source"].map({"paper_accuracy": "paper (CIFAR-10, P100)",
                                          "accuracy": f"reproduced ({dataset})"})
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(table)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(table)), 5))
     sns.barplot(data=long, x="model", y="test accuracy (%)", hue="source", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.1f", fontsize=8)
     ax.set(ylim=(0, 105), title="Test accuracy: reported vs reproduced")
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, title=None, frameon=False)
     fig.tight_layout()
     _save(fig, path)
 
@@ -128,7 +129,7 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     if not dataset["paper_dataset"]:
         notes += [f"**Not comparable**: `{dataset['name']}` is not CIFAR-10; the paper columns are shown for "
                   "reference only.", ""]
-    write_text(table_md, "\n".join(notes) + table.to_markdown(index=False) + "\n")
+    write_text(table_md, "\n".join(notes) + "\n" + table.to_markdown(index=False) + "\n")
 
     figures_dir = Path(figures_dir)
     for name, path in zip(models, history_paths):
