@@ -10,6 +10,13 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
+
+
+# The pipeline's image (config `container.image`, checked by common.smk). Jobs run in it
+# only with --use-singularity (Apptainer); see "Containers and clusters" in the README.
+container: config["container"]["image"]
+
+
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/report.smk"

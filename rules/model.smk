@@ -12,6 +12,8 @@ rule tune:
     params:
         model=model_json,
     threads: 4
+    resources:
+        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     log:
         expand(MODEL_LOG, stage="tune", allow_missing=True),
     conda:
@@ -34,6 +36,8 @@ rule train:
     params:
         model=model_json,
     threads: 4
+    resources:
+        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     log:
         expand(MODEL_LOG, stage="train", allow_missing=True),
     conda:
@@ -56,6 +60,8 @@ rule evaluate:
         model=model_json,
         extra=extra_test_args,
     threads: 4
+    resources:
+        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     log:
         expand(MODEL_LOG, stage="evaluate", allow_missing=True),
     conda:
