@@ -1,5 +1,5 @@
 # reprozoo: the study as one DAG.
-#   download -> prepare -> split -> tune -> train -> evaluate -> report
+#   download -> prepare -> split -> [cache_features] -> tune -> train -> evaluate -> report
 # Every rule runs one `python -m reprozoo <stage>` command; see rules/.
 from snakemake.utils import min_version
 
@@ -18,6 +18,7 @@ container: config["container"]["image"]
 
 
 include: "rules/data.smk"
+include: "rules/features.smk"
 include: "rules/model.smk"
 include: "rules/report.smk"
 

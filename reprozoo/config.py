@@ -107,6 +107,9 @@ def validate_config(cfg: dict) -> None:
         if section["arch"] not in archs:
             raise ConfigError(f"config key 'models.{name}.arch': unknown architecture "
                               f"'{section['arch']}' (registered: {', '.join(sorted(archs))})")
+        if "backbone" in section and section["backbone"] not in cfg.get("backbones", {}):
+            raise ConfigError(f"config key 'models.{name}.backbone': unknown backbone '{section['backbone']}' "
+                              f"(defined: {', '.join(sorted(cfg.get('backbones', {}))) or 'none'})")
         if section.get("hparams", cfg["protocol"]["hparams"]) == "paper" and name in cfg["run"]["models"]:
             paper = section.get("paper", {})
             for key in ("lr", "epochs"):
@@ -132,9 +135,18 @@ def resolve_model(cfg: dict, name: str) -> dict:
     paper = resolved.pop("paper", {})
     resolved["paper"] = ({k: paper[k] for k in ("lr", "epochs") if k in paper}
                          if resolved["hparams"] == "paper" else {})
+    if "backbone" in resolved:
+        resolved["backbone"] = {"name": resolved["backbone"], **cfg["backbones"][resolved["backbone"]]}
     resolved["name"] = name
     resolved["seed"] = cfg["seed"]
     return resolved
+
+
+def resolve_backbone(cfg: dict, name: str) -> dict:
+    """What cached features depend on: the backbone and the input normalisation, nothing else."""
+    if name not in cfg.get("backbones", {}):
+        raise ConfigError(f"config key 'backbones': unknown backbone '{name}'")
+    return {"name": name, "batch_size": 256, **cfg["backbones"][name], "normalize": cfg["protocol"]["normalize"]}
 
 
 def resolve_dataset(cfg: dict, name: str) -> dict:
@@ -176,8 +188,26 @@ def registered_architectures() -> dict[str, Path]:
     return found
 
 
-def model_source(arch: str) -> Path:
+def _sibling_imports(path: Path) -> set[Path]:
+    """Model modules that `path` imports (`from reprozoo.models.layers import ...`)."""
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reprozoo.models."):
+            dep = MODELS_DIR / (node.module.split(".")[-1] + ".py")
+            if dep.is_file():
+                deps.add(dep)
+    return deps
+
+
+def model_sources(arch: str) -> list[Path]:
+    """The architecture's own file plus the model modules it builds on, transitively."""
     archs = registered_architectures()
     if arch not in archs:
         raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(sorted(archs))})")
-    return archs[arch]
+    files, todo = [], [archs[arch]]
+    while todo:
+        path = todo.pop()
+        if path not in files:
+            files.append(path)
+            todo.extend(sorted(_sibling_imports(path)))
+    return files

@@ -45,16 +45,19 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class Tensors:
-    """A labelled image set held in memory: x uint8 (N, 3, H, W), y int64 (N,)."""
+    """A labelled set held in memory: x is uint8 images (N, 3, H, W) or cached
+    features (N, D); y is int64 (N,)."""
     x: torch.Tensor
     y: torch.Tensor
 
     @classmethod
-    def from_numpy(cls, x_nhwc: np.ndarray, y: np.ndarray, device: torch.device,
+    def from_numpy(cls, x: np.ndarray, y: np.ndarray, device: torch.device,
                    index: list[int] | None = None) -> "Tensors":
         if index is not None:
-            x_nhwc, y = x_nhwc[index], y[index]
-        x = torch.from_numpy(np.ascontiguousarray(x_nhwc)).permute(0, 3, 1, 2).contiguous()
+            x, y = x[index], y[index]
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        if x.ndim == 4:  # images are stored NHWC
+            x = x.permute(0, 3, 1, 2).contiguous()
         y = torch.from_numpy(np.asarray(y, dtype=np.int64))
         if device.type == "cuda":
             x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
@@ -96,6 +99,8 @@ class Runner:
                 betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"])
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:  # cached features: already what the model takes
+            return x.float()
         x = self.normalize(x)
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 

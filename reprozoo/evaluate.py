@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
-from reprozoo.data import DataError, load_arrays, read_imagefolder
-from reprozoo.engine import Runner, Tensors
+from reprozoo.data import DataError, read_imagefolder
+from reprozoo.engine import Normalize, Runner, Tensors
+from reprozoo.features import extract, model_inputs
 from reprozoo.io import write_csv, write_json
 from reprozoo.models import create_model
 
@@ -39,8 +40,8 @@ def scores(runner: Runner, data: Tensors) -> tuple[dict, np.ndarray, np.ndarray]
 
 
 def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, device,
-             extra_tests: dict[str, str] | None = None) -> dict:
-    arrays = load_arrays(data_path)
+             extra_tests: dict[str, str] | None = None, features_path=None) -> dict:
+    arrays = model_inputs(cfg, data_path, features_path)
     classes = [str(c) for c in arrays["classes"]]
     labels = list(range(len(classes)))
     model = load_weights(create_model(cfg["arch"], len(classes), **cfg["args"]), weights_path, device)
@@ -53,10 +54,17 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
     metrics["model"] = cfg["name"]
 
     metrics["extra"] = {}
-    size = arrays["x_test"].shape[1]
     for name, root in sorted((extra_tests or {}).items()):
-        x, y, _ = read_imagefolder(Path(root), "test", size, classes)
-        extra, _, _ = scores(runner, Tensors.from_numpy(x, y, device))
+        x, y, _ = read_imagefolder(Path(root), "test", 32, classes)
+        data = Tensors.from_numpy(x, y, device)
+        if cfg.get("backbone"):  # a probe: the backbone runs once over the extra images
+            from reprozoo.models.pretrained import create_backbone
+
+            b = cfg["backbone"]
+            backbone = create_backbone(b["arch"], b["weights"], b["image_size"]).to(device)
+            norm = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"]).to(device)
+            data = Tensors(extract(backbone, data, norm, b.get("batch_size", 256), device).to(device), data.y)
+        extra, _, _ = scores(runner, data)
         metrics["extra"][name] = extra
         log.info("%s on extra test set %s: acc %.2f%% loss %.4f", cfg["name"], name, extra["accuracy"], extra["loss"])
 

@@ -86,8 +86,8 @@ def stamp(device, seed: int) -> dict:
     return {
         "device": device.type,
         "hardware": hardware(device),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "python": platform.python_version(),
         "git_revision": git_revision(),

@@ -53,6 +53,11 @@ def build_table(dataset: dict, models: list[str], papers: dict, metrics: list[di
     for name, m, run, best in zip(models, metrics, runs, bests):
         paper = papers.get(name, {})
         points, percent, flag = deviation(m["accuracy"], paper.get("accuracy"))
+        setting = run.get("setting_deviations", [])
+        if points is not None and not comparable:
+            flag = f"not comparable ({dataset['name']})"
+        elif points is not None and setting:
+            flag = "not comparable (setting)"
         row = {
             "model": name,
             "params": run["params"],
@@ -60,7 +65,8 @@ def build_table(dataset: dict, models: list[str], papers: dict, metrics: list[di
             "accuracy": round(m["accuracy"], 2),
             "diff_points": None if points is None else round(points, 2),
             "diff_percent": None if percent is None else round(percent, 2),
-            "flag": flag if comparable or points is None else f"not comparable ({dataset['name']})",
+            "flag": flag,
+            "setting": "; ".join(setting) or "paper's",
             "paper_loss": paper.get("loss"),
             "loss": round(m["loss"], 4),
             "lr": float(f"{best['lr']:.4g}"),
@@ -125,7 +131,9 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     notes = [f"# reprozoo: comparison on `{dataset['name']}`", "",
              f"Reproduced = this pipeline; paper = the study (CIFAR-10 test set, Kaggle P100). "
              f"flag: DEVIATES when accuracy is more than {TOLERANCE_PCT:g}% (relative) off the reported value.",
-             "hparams: `tuned` = hyperopt on the tuning split, `paper` = the reported lr and epochs.", ""]
+             "hparams: `tuned` = hyperopt on the tuning split, `paper` = the reported lr and epochs.",
+             "setting: where a run departs from the paper's architecture, weights or input size "
+             "(such rows are not comparable).", ""]
     if not dataset["paper_dataset"]:
         notes += [f"**Not comparable**: `{dataset['name']}` is not CIFAR-10; the paper columns are shown for "
                   "reference only.", ""]

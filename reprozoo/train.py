@@ -8,10 +8,11 @@ import time
 import pandas as pd
 import torch
 
-from reprozoo.data import load_arrays, read_split
+from reprozoo.data import read_split
+from reprozoo.features import model_inputs
 from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
 from reprozoo.io import atomic_path, read_json, stamp, write_csv, write_json
-from reprozoo.models import count_parameters, create_model
+from reprozoo.models import count_parameters, create_model, setting_deviations
 
 log = logging.getLogger("reprozoo.train")
 
@@ -20,10 +21,11 @@ class TrainError(RuntimeError):
     pass
 
 
-def train(cfg: dict, data_path, split_path, best_path, weights_path, history_path, run_path, device) -> dict:
+def train(cfg: dict, data_path, split_path, best_path, weights_path, history_path, run_path, device,
+          features_path=None) -> dict:
     best = read_json(best_path)
     lr, epochs = float(best["lr"]), int(best["epochs"])
-    arrays, split = load_arrays(data_path), read_split(split_path)
+    arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
     train_set = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["train"])
     test_set = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device, split["test"])
 
@@ -49,6 +51,7 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     run = {"model": cfg["name"], "arch": cfg["arch"], "params": count_parameters(model), "lr": lr,
            "epochs": epochs, "hparams": best["source"], "duration_s": round(duration, 3),
            "final_test_loss": history[-1]["val_loss"], "final_test_accuracy": history[-1]["val_accuracy"],
-           "train_images": len(train_set), **stamp(device, cfg["seed"])}
+           "train_images": len(train_set), "setting_deviations": setting_deviations(cfg), "config": cfg,
+           **stamp(device, cfg["seed"])}
     write_json(run_path, run)
     return run

@@ -17,7 +17,8 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.exceptions import AllTrialsFailed
 from tqdm.auto import tqdm
 
-from reprozoo.data import load_arrays, read_split
+from reprozoo.data import read_split
+from reprozoo.features import model_inputs
 from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
 from reprozoo.io import write_csv, write_json
 from reprozoo.models import create_model
@@ -32,7 +33,7 @@ class TuneError(RuntimeError):
     pass
 
 
-def tune(cfg: dict, data_path, split_path, trials_path, best_path, device) -> dict:
+def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, features_path=None) -> dict:
     if cfg["hparams"] == "paper":
         best = {"source": "paper", "lr": cfg["paper"]["lr"], "epochs": cfg["paper"]["epochs"]}
         log.info("%s: hparams: paper -> lr %.3g, %d epochs (no tuning)", cfg["name"], best["lr"], best["epochs"])
@@ -40,7 +41,7 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device) -> di
         write_json(best_path, best)
         return best
 
-    arrays, split = load_arrays(data_path), read_split(split_path)
+    arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
     train = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_train"])
     val = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_val"])
     num_classes = len(arrays["classes"])

@@ -5,7 +5,14 @@ import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
-from reprozoo.config import ConfigError, model_source, resolve_dataset, resolve_model, validate_config
+from reprozoo.config import (
+    ConfigError,
+    model_sources,
+    resolve_backbone,
+    resolve_dataset,
+    resolve_model,
+    validate_config,
+)
 
 try:
     validate_config(config)
@@ -21,12 +28,14 @@ wildcard_constraints:
     dataset="[a-z][a-z0-9_]*",
     model="[a-z][a-z0-9_]*",
     seed=r"\d+",
+    backbone="[a-z][a-z0-9_]*",
 
 
 # ------------------------------------------------------------------ artifacts
 MANIFEST = "resources/{dataset}/manifest.json"
 DATA = "results/{dataset}/data.npz"
 SPLIT = "results/{dataset}/split-seed{seed}.json"
+FEATURES = "results/{dataset}/features/{backbone}.pt"
 TRIALS = "results/{dataset}/tune/{model}/trials.csv"
 BEST = "results/{dataset}/tune/{model}/best.json"
 WEIGHTS = "results/{dataset}/train/{model}/weights.pt"
@@ -34,12 +43,11 @@ HISTORY = "results/{dataset}/train/{model}/history.csv"
 RUN = "results/{dataset}/train/{model}/run.json"
 METRICS = "results/{dataset}/eval/{model}/metrics.json"
 CONFUSION = "results/{dataset}/eval/{model}/confusion.csv"
-REPORT_DIR = "results/{dataset}/report"
-TABLE_CSV = REPORT_DIR + "/comparison.csv"
-TABLE_MD = REPORT_DIR + "/comparison.md"
-FIGURES = REPORT_DIR + "/figures"
-CURVES = FIGURES + "/curves_{model}.png"
-ACCURACY_PLOT = FIGURES + "/accuracy.png"
+TABLE_CSV = "results/{dataset}/report/comparison.csv"
+TABLE_MD = "results/{dataset}/report/comparison.md"
+FIGURES = "results/{dataset}/report/figures"
+CURVES = "results/{dataset}/report/figures/curves_{model}.png"
+ACCURACY_PLOT = "results/{dataset}/report/figures/accuracy.png"
 LOG = "logs/{dataset}/{stage}.log"
 MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
 
@@ -56,6 +64,11 @@ def dataset_json(wildcards):
 def model_json(wildcards):
     """Only the model's own resolved section: a change elsewhere never reruns its jobs."""
     return as_json(resolve_model(config, wildcards.model))
+
+
+def backbone_json(wildcards):
+    """Only what features depend on (backbone, weights, input size, normalisation)."""
+    return as_json(resolve_backbone(config, wildcards.backbone))
 
 
 def papers_json(wildcards):
@@ -75,12 +88,22 @@ def split_file(wildcards):
     return SPLIT.format(dataset=wildcards.dataset, seed=config["seed"])
 
 
+def features_file(wildcards):
+    """A probe's cached backbone features; nothing for models that train on images."""
+    backbone = config["models"][wildcards.model].get("backbone")
+    return FEATURES.format(dataset=wildcards.dataset, backbone=backbone) if backbone else []
+
+
+def features_arg(wildcards, input):
+    return f"--features {input.features}" if input.features else ""
+
+
 def model_code(stage):
     """The model's own source file plus the stage's code: editing a model file reruns only that model."""
 
     def inputs(wildcards):
         arch = config["models"][wildcards.model]["arch"]
-        return [os.path.relpath(model_source(arch)), src("engine.py"), src(f"{stage}.py")]
+        return [os.path.relpath(p) for p in model_sources(arch)] + [src("engine.py"), src(f"{stage}.py")]
 
     return inputs
 

@@ -5,12 +5,14 @@ rule tune:
     input:
         data=DATA,
         split=split_file,
+        features=features_file,
         code=model_code("tune"),
     output:
         trials=TRIALS,
         best=BEST,
     params:
         model=model_json,
+        features=features_arg,
     threads: 4
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
@@ -20,7 +22,7 @@ rule tune:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo tune --model {params.model:q} --data {input.data} --split {input.split} "
-        "--trials {output.trials} --best {output.best} --threads {threads} --log {log}"
+        "--trials {output.trials} --best {output.best} {params.features} --threads {threads} --log {log}"
 
 
 rule train:
@@ -28,6 +30,7 @@ rule train:
         data=DATA,
         split=split_file,
         best=BEST,
+        features=features_file,
         code=model_code("train"),
     output:
         weights=WEIGHTS,
@@ -35,6 +38,7 @@ rule train:
         run=RUN,
     params:
         model=model_json,
+        features=features_arg,
     threads: 4
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
@@ -45,19 +49,21 @@ rule train:
     shell:
         "python -m reprozoo train --model {params.model:q} --data {input.data} --split {input.split} "
         "--best {input.best} --weights {output.weights} --history {output.history} --run {output.run} "
-        "--threads {threads} --log {log}"
+        "{params.features} --threads {threads} --log {log}"
 
 
 rule evaluate:
     input:
         data=DATA,
         weights=WEIGHTS,
+        features=features_file,
         code=model_code("evaluate"),
     output:
         metrics=METRICS,
         confusion=CONFUSION,
     params:
         model=model_json,
+        features=features_arg,
         extra=extra_test_args,
     threads: 4
     resources:
@@ -68,4 +74,5 @@ rule evaluate:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo evaluate --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--metrics {output.metrics} --confusion {output.confusion} {params.extra} --threads {threads} --log {log}"
+        "--metrics {output.metrics} --confusion {output.confusion} {params.extra} {params.features} "
+        "--threads {threads} --log {log}"

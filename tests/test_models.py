@@ -7,7 +7,19 @@ from reprozoo.config import ConfigError, registered_architectures
 from reprozoo.models import count_parameters, create_model, list_models
 
 # The study's reported counts (DESIGN.md); every config model of that arch must match.
-EXPECTED_PARAMS = {"mlp": 1_707_274, "cnn": 1_147_914, "resnet18": 11_173_962}
+EXPECTED_PARAMS = {"mlp": 1_707_274, "cnn": 1_147_914, "resnet18": 11_173_962, "resnet18_pretrained": 11_173_962,
+                   "vit_tiny": 1_242_442, "patch_lstm": 2_536_842, "linear_probe": 7_690, "vit_b16_probe": 7_690}
+# Offline and CPU-sized arguments: no weight download, ViT-B/16 at 32 px in the generic tests.
+TEST_ARGS = {"resnet18_pretrained": {"weights": "none"}, "vit_b16_probe": {"weights": "none", "image_size": 32}}
+INPUT_SHAPE = {"linear_probe": (768,)}  # trains on cached features, not images
+
+
+def make(arch, **args):
+    return create_model(arch, **{**TEST_ARGS.get(arch, {}), **args})
+
+
+def batch(arch, n):
+    return torch.randn(n, *INPUT_SHAPE.get(arch, (3, 32, 32)))
 
 
 def test_registry_matches_the_source_scan():
@@ -17,22 +29,22 @@ def test_registry_matches_the_source_scan():
 
 @pytest.mark.parametrize("arch", list_models())
 def test_output_shape_and_param_count(arch, study_cfg):
-    model = create_model(arch)
-    out = model.eval()(torch.randn(4, 3, 32, 32))
+    model = make(arch)
+    out = model.eval()(batch(arch, 4))
     assert out.shape == (4, 10)
     assert count_parameters(model) == EXPECTED_PARAMS[arch]
     for name, section in study_cfg["models"].items():
         if section["arch"] == arch and "params" in section.get("paper", {}):
-            assert count_parameters(create_model(arch, **section.get("args", {}))) == section["paper"]["params"], name
+            assert count_parameters(make(arch, **section.get("args", {}))) == section["paper"]["params"], name
 
 
 @pytest.mark.parametrize("arch", list_models())
 def test_one_step_lowers_the_loss_on_a_fixed_batch(arch):
     torch.manual_seed(0)
-    model = create_model(arch)
-    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    model = make(arch)
+    x, y = batch(arch, 16), torch.randint(0, 10, (16,))
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
     for _ in range(3):
         loss = F.cross_entropy(model(x), y)

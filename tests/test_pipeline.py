@@ -10,6 +10,7 @@ import yaml
 
 from conftest import ROOT, run_snakemake
 
+STUDY_MODELS = ["mlp", "cnn", "resnet18", "resnet18_pretrained", "vit_tiny", "vit_b16_probe", "patch_lstm"]
 WORKFLOW_FILES = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles"]
 
 
@@ -33,9 +34,12 @@ def model_jobs(model: str, dataset: str = "digits") -> set[tuple[str, str]]:
 def test_dry_run_of_the_study_plans_every_stage():
     jobs = planned_jobs(run_snakemake("-n", "--forceall"))
     rules = {rule for rule, _ in jobs}
-    assert rules == {"download", "prepare", "split", "tune", "train", "evaluate", "report", "all"}
-    assert {w for r, w in jobs if r == "train"} == {f"dataset=cifar10, model={m}" for m in ("mlp", "cnn", "resnet18")}
+    assert rules == {"download", "prepare", "split", "cache_features", "tune", "train", "evaluate", "report", "all"}
+    assert {w for r, w in jobs if r == "train"} == {f"dataset=cifar10, model={m}" for m in STUDY_MODELS}
     assert ("split", "dataset=cifar10, seed=3407") in jobs
+    # the frozen backbone runs once per dataset, in its own job
+    assert {(r, w) for r, w in jobs if r == "cache_features"} == {
+        ("cache_features", "dataset=cifar10, backbone=vit_b16_in1k")}
 
 
 @pytest.mark.parametrize("extra", [[], ["--configfile", "config/demo.yaml"]], ids=["study", "demo"])
@@ -61,16 +65,28 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_demo_table_lists_every_model_well_above_chance(demo_run):
+def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, study_cfg):
+    from reprozoo.config import resolve_model
+    from reprozoo.models import count_parameters, create_model
+
     work, seconds = demo_run
     table = pd.read_csv(work / "results/digits/report/comparison.csv")
-    assert table["model"].tolist() == ["mlp", "cnn", "resnet18"]
+    assert table["model"].tolist() == STUDY_MODELS
     assert (table["accuracy"] > 50).all(), table  # 10 classes: chance is 10%
-    assert table["params"].tolist() == [1_707_274, 1_147_914, 11_173_962]
+    params = dict(zip(table["model"], table["params"]))
+    for m in ("mlp", "cnn", "resnet18", "vit_b16_probe"):  # the paper's architecture in the demo too
+        assert params[m] == study_cfg["models"][m]["paper"]["params"], m
+    for m in ("vit_tiny", "patch_lstm"):  # patch size 4 in the demo
+        cfg = resolve_model(demo_cfg, m)
+        assert params[m] == count_parameters(create_model(cfg["arch"], **cfg["args"])), m
     assert set(table["hparams"]) == {"tuned"}
+    settings = dict(zip(table["model"], table["setting"]))
+    assert settings["vit_b16_probe"] == "backbone image_size=32 (paper 224); backbone weights='none' (paper 'IMAGENET1K_V1')"
+    assert settings["resnet18_pretrained"] == "weights='none' (paper 'IMAGENET1K_V1')"
+    assert settings["mlp"] == "paper's"
     md = (work / "results/digits/report/comparison.md").read_text()
     assert "Not comparable" in md and all(f"| {m} " in md for m in table["model"])
-    for png in ("accuracy.png", "curves_mlp.png", "curves_cnn.png", "curves_resnet18.png"):
+    for png in ["accuracy.png"] + [f"curves_{m}.png" for m in STUDY_MODELS]:
         assert (work / "results/digits/report/figures" / png).stat().st_size > 10_000
     for stage in ("download", "prepare", "report"):
         assert (work / f"logs/digits/{stage}.log").stat().st_size > 0
@@ -97,6 +113,11 @@ def test_changing_one_model_section_reruns_only_that_model(demo_run):
         cfg["models"]["cnn"]["args"]["dropout"] = 0.3
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         assert _dry(work) == model_jobs("cnn")
+
+        cfg = yaml.safe_load(original)  # retuning the probe's head never recomputes the features
+        cfg["models"]["vit_b16_probe"]["tune"] = {"max_evals": 3}
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert _dry(work) == model_jobs("vit_b16_probe")
 
         cfg = yaml.safe_load(original)
         cfg["models"]["mlp"]["paper"]["accuracy"] = 55.0  # a reported number only feeds the report

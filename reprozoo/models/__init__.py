@@ -7,6 +7,7 @@ every model file, so `list_models()` sees them all.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from typing import Callable
 
@@ -35,6 +36,30 @@ def create_model(arch: str, num_classes: int = 10, **args) -> nn.Module:
         return _REGISTRY[arch](num_classes=num_classes, **args)
     except TypeError as e:  # wrong keyword in the config's args
         raise ConfigError(f"config key 'models.*.args' of '{arch}': {e}") from None
+
+
+def _defaults(fn) -> dict:
+    """Keyword defaults of a factory; tuples as lists, as they come from YAML."""
+    return {k: list(p.default) if isinstance(p.default, tuple) else p.default
+            for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def setting_deviations(cfg: dict) -> list[str]:
+    """Where a run departs from the paper's setting, shown in the report.
+
+    Each factory's (and backbone's) defaults are the study's architecture, so any
+    configured argument that differs from its default is a deviation.
+    """
+    from reprozoo.models.pretrained import BACKBONES
+
+    notes = [f"{k}={v!r} (paper {d!r})" for k, v in sorted(cfg["args"].items())
+             if (d := _defaults(_REGISTRY[cfg["arch"]]).get(k, v)) != v]
+    backbone = cfg.get("backbone")
+    if backbone:
+        defaults = _defaults(BACKBONES[backbone["arch"]].__init__)
+        notes += [f"backbone {k}={backbone[k]!r} (paper {d!r})" for k, d in sorted(defaults.items())
+                  if backbone.get(k, d) != d]
+    return notes
 
 
 def count_parameters(model: nn.Module) -> int:

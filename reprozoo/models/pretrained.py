@@ -1,0 +1,122 @@
+"""ImageNet-pretrained models: resnet18_pretrained (fine-tuned end to end) and the
+frozen ViT-B/16 linear probe, whose backbone runs once per image in
+`cache_features` while `linear_probe` (768 -> 10, 7,690 params) trains on the
+cached features.
+
+Weights come through torchvision's weight enums into torch's hub cache
+($TORCH_HOME/hub/checkpoints). `weights: none` (random init) exists for tests
+and the CPU demo; such runs are marked not comparable to the paper.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, ViT_B_16_Weights, resnet18, vit_b_16
+from torchvision.models.vision_transformer import interpolate_embeddings
+
+from reprozoo.config import ConfigError
+from reprozoo.models import register_model
+from reprozoo.models.resnet import cifar_stem
+
+PAPER_IMAGE_SIZE = 224  # the study upsamples 32 -> 224 for ViT-B/16
+
+
+def weights_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def load_pretrained(enum, name: str) -> dict[str, torch.Tensor]:
+    """State dict of torchvision weights `enum[name]`, from the hub cache or downloaded into it."""
+    try:
+        weights = enum[name]
+    except KeyError:
+        raise ConfigError(f"unknown weights '{name}' for {enum.__name__} "
+                          f"(known: {', '.join(w.name for w in enum)}, none)") from None
+    path = weights_dir() / Path(weights.url).name
+    try:
+        return torch.hub.load_state_dict_from_url(weights.url, model_dir=str(weights_dir()), progress=False,
+                                                  check_hash=True, weights_only=True)
+    except (URLError, OSError, RuntimeError) as e:
+        reason = getattr(e, "reason", None) or str(e).splitlines()[0]
+        raise ConfigError(f"pretrained weights {path.name} are not in {path.parent}/ and cannot be downloaded "
+                          f"({reason}); download {weights.url} and put it in that folder "
+                          f"(or set TORCH_HOME)") from None
+
+
+@register_model
+def resnet18_pretrained(num_classes: int = 10, weights: str = "IMAGENET1K_V1") -> nn.Module:
+    """torchvision resnet18 with ImageNet weights, then the study's CIFAR stem: a new
+    3x3 stride-1 conv1, no maxpool, a new 512->classes fc. Every other layer keeps
+    its pretrained weights and is fine-tuned."""
+    net = resnet18(weights=None)
+    if weights != "none":
+        net.load_state_dict(load_pretrained(ResNet18_Weights, weights))
+    return cifar_stem(net, num_classes)
+
+
+class ViTB16Features(nn.Module):
+    """Frozen torchvision vit_b_16 as a feature extractor: normalised (B, 3, h, w)
+    -> bilinear antialiased resize to image_size -> class-token features (B, 768)."""
+
+    dim = 768
+
+    def __init__(self, weights: str = "IMAGENET1K_V1", image_size: int = PAPER_IMAGE_SIZE):
+        super().__init__()
+        self.image_size = image_size
+        self.vit = vit_b_16(weights=None, image_size=image_size)
+        if weights != "none":
+            state = load_pretrained(ViT_B_16_Weights, weights)
+            if image_size != PAPER_IMAGE_SIZE:  # resample the position embedding to the new grid
+                state = interpolate_embeddings(image_size, 16, state)
+            self.vit.load_state_dict(state)
+        self.vit.heads = nn.Identity()
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):  # frozen: dropout stays off even inside a training model
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                          antialias=True, align_corners=False)
+        return self.vit(x)                                  # (B, 768)
+
+
+BACKBONES = {"vit_b16": ViTB16Features}
+
+
+def create_backbone(arch: str, weights: str, image_size: int) -> nn.Module:
+    if arch not in BACKBONES:
+        raise ConfigError(f"unknown backbone '{arch}' (known: {', '.join(sorted(BACKBONES))})")
+    return BACKBONES[arch](weights=weights, image_size=image_size)
+
+
+@register_model
+def linear_probe(num_classes: int = 10, in_features: int = 768) -> nn.Module:
+    """The probe's head alone, trained on cached backbone features: (B, 768) -> (B, classes)."""
+    return nn.Linear(in_features, num_classes)
+
+
+class FrozenProbe(nn.Module):
+    """Backbone + head in one module: the study's (slow) way, running the frozen
+    backbone on every batch. Used to check the probe and for the benchmark."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.backbone(x)
+        return self.head(features.float())
+
+
+@register_model
+def vit_b16_probe(num_classes: int = 10, weights: str = "IMAGENET1K_V1",
+                  image_size: int = PAPER_IMAGE_SIZE) -> nn.Module:
+    """The study's ViT-B/16 linear probe end to end: 7,690 trainable parameters."""
+    return FrozenProbe(ViTB16Features(weights, image_size), linear_probe(num_classes, ViTB16Features.dim))

@@ -1,0 +1,23 @@
+# cache_features: a frozen backbone runs once over a dataset. Depends only on the
+# dataset, the backbone's section (arch, weights, input size) and the
+# normalisation, so retuning or changing a probe's head never recomputes it.
+
+
+rule cache_features:
+    input:
+        data=DATA,
+        code=[src("features.py"), src("models", "pretrained.py")],
+    output:
+        FEATURES,
+    params:
+        backbone=backbone_json,
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        "logs/{dataset}/cache_features/{backbone}.log",
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo cache-features --backbone {params.backbone:q} --data {input.data} --out {output} "
+        "--threads {threads} --log {log}"
