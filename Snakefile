@@ -1,5 +1,6 @@
 # reprozoo: the study as one DAG.
 #   download -> prepare -> split -> [cache_features] -> tune -> train -> evaluate -> report
+#   verify (per model, no data) -> report
 # Every rule runs one `python -m reprozoo <stage>` command; see rules/.
 from snakemake.utils import min_version
 
@@ -20,6 +21,7 @@ container: config["container"]["image"]
 include: "rules/data.smk"
 include: "rules/features.smk"
 include: "rules/model.smk"
+include: "rules/verify.smk"
 include: "rules/report.smk"
 
 

@@ -4,6 +4,13 @@ Every stage takes explicit input and output paths and, where it needs one, the
 config section it works on as JSON (`--model`, `--dataset`): stages never read
 config.yaml themselves, so Snakemake, DVC, a cluster job and a person at a
 shell all run the same command. `check-config` validates a config file.
+
+DVC cannot put a config section into a command as JSON, so each of these options
+has a twin that names the section instead: `--config config.yaml [--config
+override.yaml ...] --model-name mlp` (likewise `--dataset-name`; `report` then
+takes the papers from the config too). The section is resolved by the same code
+the Snakefile uses, so both engines hand a stage the same JSON. `dvc-yaml` writes
+dvc.yaml from the Snakemake workflow's own DAG.
 """
 from __future__ import annotations
 
@@ -12,7 +19,8 @@ import json
 import logging
 import sys
 
-from reprozoo.config import ConfigError, load_config, parse_json_arg, resolve_model, validate_against
+from reprozoo.config import (ConfigError, load_config, parse_json_arg, resolve_dataset, resolve_model,
+                             validate_against)
 
 log = logging.getLogger("reprozoo")
 
@@ -30,10 +38,56 @@ def _dataset(text: str) -> dict:
     return {"name": name, "image_size": 32, "paper_dataset": value["kind"] == "cifar10", **value}
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", metavar="YAML",
+                   help="config.yaml, then override files in order (repeat the option); for --*-name")
+
+
+def _dataset_option(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--dataset", metavar="JSON", help=help)
+    group.add_argument("--dataset-name", metavar="NAME", help="or: datasets.NAME from the --config files")
+    _config_option(p)
+
+
+def _as_json(value) -> str:
+    """As rules/common.smk serialises a section for the command line."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _from_config(args: argparse.Namespace) -> None:
+    """--config + --model-name/--dataset-name: fill in the JSON the Snakefile would pass."""
+    names = [n for n in ("model_name", "dataset_name") if getattr(args, n, None)]
+    config = getattr(args, "config", None)
+    if not names:
+        if config:
+            raise ConfigError("--config: only used with --model-name or --dataset-name")
+        return
+    if not config:
+        raise ConfigError(f"--{names[0].replace('_', '-')}: needs --config config.yaml")
+    cfg = load_config(*config)
+    if getattr(args, "model_name", None):
+        args.model = _as_json(resolve_model(cfg, args.model_name))
+    if getattr(args, "dataset_name", None):
+        args.dataset = _as_json(resolve_dataset(cfg, args.dataset_name))
+    if args.stage == "report" and args.papers is None:
+        unknown = [m for m in args.models if m not in cfg["models"]]
+        if unknown:
+            raise ConfigError(f"--models: unknown model '{unknown[0]}' (defined: {', '.join(sorted(cfg['models']))})")
+        args.papers = _as_json({m: cfg["models"][m].get("paper", {}) for m in args.models})
+    if args.stage == "report":
+        args.study = args.study or _as_json(cfg.get("study", {}))
+        args.ablations = args.ablations or _as_json(cfg.get("ablations", {}))
+
+
 def _common(p: argparse.ArgumentParser, model: bool = False, compute: bool = False) -> None:
     if model:
-        p.add_argument("--model", required=True, metavar="JSON",
-                       help="the model's resolved config section (protocol merged with models.<name>)")
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--model", metavar="JSON",
+                           help="the model's resolved config section (protocol merged with models.<name>)")
+        group.add_argument("--model-name", metavar="NAME", help="or: models.NAME resolved from the --config files")
+        _config_option(p)
+        p.add_argument("--features", metavar="PATH", help="cached backbone features (models with a backbone)")
     if compute:
         p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
         p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -51,13 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-json", metavar="NAME", help="print models.NAME resolved, as the stages receive it")
     p.add_argument("--log", metavar="PATH", help=argparse.SUPPRESS)
 
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake workflow's DAG (same stages and files)")
+    p.add_argument("--configfile", action="append", default=[], metavar="YAML",
+                   help="override file(s) on top of config.yaml, as for snakemake (default: the study)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; fail when dvc.yaml is stale for the config files it records")
+    p.add_argument("--log", metavar="PATH", help=argparse.SUPPRESS)
+
     p = sub.add_parser("download", help="fetch (cifar10) or check (digits, imagefolder) raw data")
-    p.add_argument("--dataset", required=True, metavar="JSON", help="the dataset's config section, with its name")
+    _dataset_option(p, help="the dataset's config section, with its name")
     p.add_argument("--out", required=True, help="manifest JSON to write")
     _common(p)
 
     p = sub.add_parser("prepare", help="raw data -> one uint8 array file (data.npz)")
-    p.add_argument("--dataset", required=True, metavar="JSON")
+    _dataset_option(p)
     p.add_argument("--manifest", required=True, help="the download stage's manifest")
     p.add_argument("--out", required=True, help="data.npz to write")
     _common(p)
@@ -69,6 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", required=True, type=float, help="share of the tuning subset for validation")
     p.add_argument("--out", required=True, help="split JSON to write")
     _common(p)
+
+    p = sub.add_parser("cache-features", help="run a frozen backbone once over a dataset; store fp16 features")
+    p.add_argument("--backbone", required=True, metavar="JSON",
+                   help="the backbone's config section with its name and the normalisation")
+    p.add_argument("--data", required=True, help="data.npz")
+    p.add_argument("--out", required=True, help="features .pt to write")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--log", metavar="PATH", help="also append log lines to this file")
+
+    p = sub.add_parser("verify", help="module-level checks of one model (no data): stats, gradients, references")
+    _common(p, model=True)
+    p.add_argument("--expect", default="{}", metavar="JSON",
+                   help="the model's `verify:` section (documented zero-gradient parameters)")
+    p.add_argument("--out", required=True, help="verify JSON to write")
 
     p = sub.add_parser("tune", help="hyperopt TPE over lr (or the paper's lr/epochs)")
     _common(p, model=True, compute=True)
@@ -82,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--best", required=True, help="best.json from tune")
+    p.add_argument("--seed", type=int, help="seed of this run (default: the config's); repeats use seed, seed+1, ...")
     p.add_argument("--weights", required=True, help="state_dict to write")
     p.add_argument("--history", required=True, help="history.csv to write")
     p.add_argument("--run", required=True, help="run.json to write")
@@ -95,16 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extra-test", action="append", default=[], metavar="NAME=ROOT",
                    help="also evaluate on ROOT/test/<class>/* (imagefolder); repeatable")
 
+    p = sub.add_parser("attention", help="class-token attention maps per layer of a trained ViT (one test image)")
+    _common(p, model=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--index", type=int, default=0, help="which test image (default: the first)")
+
     p = sub.add_parser("report", help="comparison table (CSV + Markdown) and figures")
-    p.add_argument("--dataset", required=True, metavar="JSON")
-    p.add_argument("--papers", required=True, metavar="JSON", help="{model: paper block}")
+    _dataset_option(p)
+    p.add_argument("--papers", metavar="JSON", help="{model: paper block} (default with --config: from the config)")
     p.add_argument("--models", required=True, nargs="+")
     p.add_argument("--metrics", required=True, nargs="+", help="metrics.json per model, same order")
     p.add_argument("--runs", required=True, nargs="+", help="run.json per model, same order")
     p.add_argument("--best", required=True, nargs="+", help="best.json per model, same order")
     p.add_argument("--histories", required=True, nargs="+", help="history.csv per model, same order")
+    p.add_argument("--confusions", nargs="*", default=[], help="confusion.csv per model, same order")
+    p.add_argument("--verify", nargs="*", default=[], help="verify JSON per model (module verification table)")
+    p.add_argument("--study", metavar="JSON", help="the config's `study:` paper spec (default with --config: from it)")
+    p.add_argument("--ablations", metavar="JSON",
+                   help="the config's `ablations:` section (default with --config: from it)")
     p.add_argument("--table-csv", required=True)
     p.add_argument("--table-md", required=True)
+    p.add_argument("--verdicts-csv", help="default: verdicts.csv beside --table-csv")
+    p.add_argument("--ablations-csv", help="default: ablations.csv beside --table-csv")
+    p.add_argument("--verification-csv", help="default: verification.csv beside --table-csv")
     p.add_argument("--figures", required=True, help="folder for curves_<model>.png and accuracy.png")
     _common(p)
     return parser
@@ -133,6 +225,13 @@ def _device(args):
 
 def run(args: argparse.Namespace) -> None:
     stage = args.stage
+    _from_config(args)
+    if stage == "dvc-yaml":
+        from reprozoo.dvc import write_dvc_yaml
+
+        path = write_dvc_yaml(args.configfile, check=args.check)
+        print(f"{path}: {'up to date' if args.check else 'written'}")
+        return
     if stage == "check-config":
         cfg = load_config(args.config, *args.overrides)
         if args.model_json:
@@ -157,16 +256,33 @@ def run(args: argparse.Namespace) -> None:
         split = write_split(args.data, args.out, args.seed, args.tune_fraction, args.val_fraction)
         log.info("split seed %d: %d tune-train / %d tune-val / %d train / %d test", args.seed,
                  len(split["tune_train"]), len(split["tune_val"]), len(split["train"]), len(split["test"]))
+    elif stage == "cache-features":
+        from reprozoo.features import cache_features
+
+        spec = parse_json_arg(args.backbone, "--backbone")
+        normalize, name = spec.pop("normalize", None), spec.pop("name", None)
+        validate_against(spec, "backbone", prefix="--backbone")
+        if not name or not normalize:
+            raise ConfigError("--backbone: needs 'name' and 'normalize' besides the backbone section")
+        cache_features({"batch_size": 256, **spec, "name": name, "normalize": normalize}, args.data, args.out,
+                       _device(args))
+    elif stage == "verify":
+        from reprozoo.verify import verify
+
+        verify(_model(args.model), args.out, parse_json_arg(args.expect, "--expect", "verify"))
     elif stage == "tune":
         from reprozoo.tune import tune
 
         cfg = _model(args.model)
-        tune(cfg, args.data, args.split, args.trials, args.best, _device(args))
+        tune(cfg, args.data, args.split, args.trials, args.best, _device(args), args.features)
     elif stage == "train":
         from reprozoo.train import train
 
         cfg = _model(args.model)
-        train(cfg, args.data, args.split, args.best, args.weights, args.history, args.run, _device(args))
+        if args.seed is not None:
+            cfg["seed"] = args.seed
+        train(cfg, args.data, args.split, args.best, args.weights, args.history, args.run, _device(args),
+              args.features)
     elif stage == "evaluate":
         from reprozoo.evaluate import evaluate
 
@@ -177,15 +293,27 @@ def run(args: argparse.Namespace) -> None:
             if not sep or not name or not root:
                 raise ConfigError(f"--extra-test '{item}': expected NAME=ROOT")
             extra[name] = root
-        evaluate(cfg, args.data, args.weights, args.metrics, args.confusion, _device(args), extra)
+        evaluate(cfg, args.data, args.weights, args.metrics, args.confusion, _device(args), extra, args.features)
+    elif stage == "attention":
+        from reprozoo.attention import attention_figure
+
+        attention_figure(_model(args.model), args.data, args.weights, args.out, args.index)
     elif stage == "report":
         from reprozoo.report import report
 
+        if args.papers is None:
+            raise ConfigError("report: needs --papers JSON (or --config with --dataset-name)")
         counts = {len(args.models), len(args.metrics), len(args.runs), len(args.best), len(args.histories)}
         if len(counts) != 1:
             raise ConfigError("report: --models, --metrics, --runs, --best and --histories need one entry per model")
+        if args.confusions and len(args.confusions) != len(args.models):
+            raise ConfigError("report: --confusions needs one entry per model")
         report(_dataset(args.dataset), parse_json_arg(args.papers, "--papers"), args.models, args.metrics,
-               args.runs, args.best, args.histories, args.table_csv, args.table_md, args.figures)
+               args.runs, args.best, args.histories, args.table_csv, args.table_md, args.figures,
+               verify_paths=args.verify, confusion_paths=args.confusions,
+               study=parse_json_arg(args.study or "{}", "--study"),
+               ablations=parse_json_arg(args.ablations or "{}", "--ablations"), verdicts_csv=args.verdicts_csv,
+               ablations_csv=args.ablations_csv, verification_csv=args.verification_csv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from reprozoo.train import TrainError
         from reprozoo.tune import TuneError
+        from reprozoo.verify import VerifyError
 
-        expected += (TrainError, TuneError)
+        expected += (TrainError, TuneError, VerifyError)
     except ImportError:  # torch missing: only check-config can work
         pass
     try:

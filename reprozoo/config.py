@@ -39,12 +39,32 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def load_config(path: str | Path, *overrides: str | Path) -> dict:
-    """Read config.yaml, apply override files in order, validate, return the dict."""
+    """Read config.yaml, apply override files in order, validate, expand ablations."""
     cfg = _read_yaml(path)
     for override in overrides:
         cfg = deep_merge(cfg, _read_yaml(override))
     validate_config(cfg)
+    return expand_ablations(cfg)
+
+
+def expand_ablations(cfg: dict) -> dict:
+    """Each ablation becomes a model of its own: the base's section with `set` applied,
+    its own `paper:` block, and no verify expectations of the base. Idempotent."""
+    cfg = copy.deepcopy(cfg)
+    for name, ablation in cfg.get("ablations", {}).items():
+        cfg["models"][name] = _ablation_model(cfg, ablation)
     return cfg
+
+
+def _ablation_model(cfg: dict, ablation: dict) -> dict:
+    base = {k: v for k, v in cfg["models"][ablation["base"]].items() if k not in ("paper", "verify")}
+    return {**deep_merge(base, ablation["set"]), "paper": ablation.get("paper", {})}
+
+
+def run_models(cfg: dict) -> list[str]:
+    """The models the pipeline runs: run.models, then each of run.ablations whose base runs."""
+    return cfg["run"]["models"] + [a for a in cfg["run"].get("ablations", [])
+                                   if cfg["ablations"][a]["base"] in cfg["run"]["models"]]
 
 
 def _read_yaml(path: str | Path) -> dict:
@@ -102,6 +122,16 @@ def validate_config(cfg: dict) -> None:
         if name not in cfg["models"]:
             raise ConfigError(f"config key 'run.models.{i}': unknown model '{name}' "
                               f"(defined: {', '.join(sorted(cfg['models']))})")
+    for i, name in enumerate(cfg["run"].get("ablations", [])):
+        ablation = cfg.get("ablations", {}).get(name)
+        if ablation is None:
+            raise ConfigError(f"config key 'run.ablations.{i}': unknown ablation '{name}' "
+                              f"(defined: {', '.join(sorted(cfg.get('ablations', {}))) or 'none'})")
+    for name, ablation in cfg.get("ablations", {}).items():
+        if ablation["base"] not in cfg["models"]:
+            raise ConfigError(f"config key 'ablations.{name}.base': unknown model '{ablation['base']}'")
+        if name in cfg["models"] and cfg["models"][name] != _ablation_model(cfg, ablation):  # expanded is fine
+            raise ConfigError(f"config key 'ablations.{name}': a model of that name exists already")
     archs = registered_architectures()
     for name, section in cfg["models"].items():
         if section["arch"] not in archs:
@@ -132,6 +162,7 @@ def resolve_model(cfg: dict, name: str) -> dict:
     resolved.setdefault("args", {})
     # The reported numbers matter to training only under `hparams: paper` (lr, epochs);
     # the rest of the paper block goes to the report alone, so editing it reruns only the report.
+    resolved.pop("verify", None)  # the verifier's expectations reach only the verify stage
     paper = resolved.pop("paper", {})
     resolved["paper"] = ({k: paper[k] for k in ("lr", "epochs") if k in paper}
                          if resolved["hparams"] == "paper" else {})

@@ -1,15 +1,26 @@
-"""`report`: the comparison table (reproduced beside reported, deviation flagged)
-and the study's figures: per-model training curves and an accuracy bar chart."""
+"""`report`: every reproduced number beside the reported one, with a verdict.
+
+Writes, for one dataset:
+- comparison.csv: one row per model (mean over seeds), deviation in points and %;
+- verdicts.csv: per model and metric, reproduced vs reported and the verdict
+  (reproduced within 5% / deviates / not comparable);
+- ablations.csv: each variant beside its base and, where reported, the paper;
+- verification.csv: the module verifier's summary per model;
+- comparison.md: all of the above plus the paper spec, for people;
+- figures: training curves (all seeds), confusion matrices, the accuracy chart.
+"""
 from __future__ import annotations
 
 import logging
 import re
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -17,7 +28,7 @@ from reprozoo.io import atomic_path, read_json, write_csv, write_text  # noqa: E
 
 log = logging.getLogger("reprozoo.report")
 
-TOLERANCE_PCT = 5.0  # the methodology's threshold: flag a metric more than 5% (relative) off
+TOLERANCE_PCT = 5.0  # the methodology's threshold: a metric more than 5% (relative) off deviates
 
 
 def deviation(reproduced: float, reported: float | None) -> tuple[float | None, float | None, str]:
@@ -25,8 +36,17 @@ def deviation(reproduced: float, reported: float | None) -> tuple[float | None, 
     if reported is None:
         return None, None, "no reported value"
     points = reproduced - reported
-    percent = 100 * points / reported
+    percent = 100 * points / reported if reported else float("inf")
     return points, percent, ("DEVIATES" if abs(percent) > TOLERANCE_PCT else "ok")
+
+
+def verdict(reproduced: float, reported: float | None, not_comparable: str | None = None) -> str:
+    """reproduced (within tolerance) / deviates (flagged) / not comparable (why)."""
+    if reported is None:
+        return "not comparable (no reported value)"
+    if not_comparable:
+        return f"not comparable ({not_comparable})"
+    return "reproduced" if deviation(reproduced, reported)[2] == "ok" else "DEVIATES"
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -46,57 +66,176 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def build_table(dataset: dict, models: list[str], papers: dict, metrics: list[dict], runs: list[dict],
-                bests: list[dict]) -> pd.DataFrame:
-    comparable = dataset["paper_dataset"]
+def _pm(mean: float, std: float | None, digits: int) -> str:
+    return f"{mean:.{digits}f}" if not std else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+class Results:
+    """Per-model results over seeds: metrics, runs, histories, tuned hparams."""
+
+    def __init__(self, models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths=()):
+        self.order: list[str] = list(dict.fromkeys(models))
+        self.metrics, self.runs, self.histories, self.confusions = (defaultdict(list) for _ in range(4))
+        self.best = {}
+        confusion_paths = list(confusion_paths) or [None] * len(models)
+        for name, m, r, b, h, c in zip(models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths):
+            self.metrics[name].append(read_json(m))
+            self.runs[name].append(read_json(r))
+            self.histories[name].append(pd.read_csv(h).assign(seed=self.runs[name][-1]["seed"]))
+            if c is not None:
+                self.confusions[name].append(pd.read_csv(c, index_col=0))
+            self.best[name] = read_json(b)
+
+    def values(self, name: str, key: str) -> np.ndarray:
+        return np.array([m[key] for m in self.metrics[name]], dtype=float)
+
+    def mean_std(self, name: str, key: str) -> tuple[float, float | None]:
+        v = self.values(name, key)
+        return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
+
+
+def build_table(dataset: dict, res: Results, papers: dict, models: list[str]) -> pd.DataFrame:
     rows = []
-    for name, m, run, best in zip(models, metrics, runs, bests):
-        paper = papers.get(name, {})
-        points, percent, flag = deviation(m["accuracy"], paper.get("accuracy"))
+    for name in models:
+        paper, run = papers.get(name, {}), res.runs[name][0]
+        acc, acc_std = res.mean_std(name, "accuracy")
+        loss, _ = res.mean_std(name, "loss")
+        points, percent, flag = deviation(acc, paper.get("accuracy"))
         setting = run.get("setting_deviations", [])
-        if points is not None and not comparable:
+        if points is not None and not dataset["paper_dataset"]:
             flag = f"not comparable ({dataset['name']})"
         elif points is not None and setting:
             flag = "not comparable (setting)"
+        best = res.best[name]
         row = {
             "model": name,
             "params": run["params"],
             "paper_accuracy": paper.get("accuracy"),
-            "accuracy": round(m["accuracy"], 2),
+            "accuracy": round(acc, 2),
+            "accuracy_std": None if acc_std is None else round(acc_std, 2),
+            "seeds": len(res.metrics[name]),
             "diff_points": None if points is None else round(points, 2),
             "diff_percent": None if percent is None else round(percent, 2),
             "flag": flag,
             "setting": "; ".join(setting) or "paper's",
             "paper_loss": paper.get("loss"),
-            "loss": round(m["loss"], 4),
+            "loss": round(loss, 4),
             "lr": float(f"{best['lr']:.4g}"),
             "epochs": best["epochs"],
             "hparams": best["source"],
-            "train_time": fmt_duration(run["duration_s"]),
+            "train_time": fmt_duration(np.mean([r["duration_s"] for r in res.runs[name]])),
             "paper_time": paper.get("time", ""),
             "device": run["hardware"],
         }
-        for extra_name, extra in sorted(m.get("extra", {}).items()):
-            row[f"accuracy_{extra_name}"] = round(extra["accuracy"], 2)
+        for extra_name in sorted(res.metrics[name][0].get("extra", {})):
+            row[f"accuracy_{extra_name}"] = round(
+                float(np.mean([m["extra"][extra_name]["accuracy"] for m in res.metrics[name]])), 2)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def build_verdicts(dataset: dict, res: Results, papers: dict, models: list[str]) -> pd.DataFrame:
+    """Every metric with a reported value: reproduced (mean over seeds) vs reported."""
+    rows = []
+    for name in models:
+        paper, run = papers.get(name, {}), res.runs[name][0]
+        why = None if dataset["paper_dataset"] else f"dataset {dataset['name']}"
+        why = why or ("setting: " + "; ".join(run["setting_deviations"]) if run.get("setting_deviations") else None)
+        metrics = {
+            "accuracy": (res.values(name, "accuracy"), paper.get("accuracy"), why),
+            "loss": (res.values(name, "loss"), paper.get("loss"), why),
+            "params": (np.array([run["params"]], float), paper.get("params"), None),
+            "train_time_s": (np.array([r["duration_s"] for r in res.runs[name]], float),
+                             parse_duration(paper.get("time")), f"hardware: {run['hardware']} vs {paper.get('device')}"),
+        }
+        for metric, (values, reported, not_comparable) in metrics.items():
+            mean = float(values.mean())
+            std = float(values.std(ddof=1)) if len(values) > 1 else None
+            points, percent, _ = deviation(mean, reported)
+            within = (None if reported is None or len(values) < 2
+                      else bool(values.min() <= reported <= values.max()))
+            rows.append({"model": name, "metric": metric, "reproduced": round(mean, 4),
+                         "reproduced_std": None if std is None else round(std, 4), "seeds": len(values),
+                         "reported": reported, "diff": None if points is None else round(points, 4),
+                         "diff_percent": None if percent is None else round(percent, 2),
+                         "reported_within_seed_spread": within,
+                         "verdict": verdict(mean, reported, not_comparable)})
+    return pd.DataFrame(rows)
+
+
+def build_ablations(res: Results, papers: dict, ablations: dict) -> pd.DataFrame:
+    rows = []
+    for name, spec in ablations.items():
+        if name not in res.metrics or spec["base"] not in res.metrics:
+            continue
+        acc, acc_std = res.mean_std(name, "accuracy")
+        base_acc, _ = res.mean_std(spec["base"], "accuracy")
+        loss, _ = res.mean_std(name, "loss")
+        paper, base_paper = papers.get(name, {}), papers.get(spec["base"], {})
+        paper_acc = paper.get("accuracy")
+        rows.append({
+            "variant": name, "base": spec["base"], "what": spec.get("what", ""),
+            "accuracy": round(acc, 2), "accuracy_std": None if acc_std is None else round(acc_std, 2),
+            "base_accuracy": round(base_acc, 2), "diff_vs_base": round(acc - base_acc, 2),
+            "loss": round(loss, 4), "paper_accuracy": paper_acc, "paper_loss": paper.get("loss"),
+            "paper_diff_vs_base": (None if paper_acc is None or base_paper.get("accuracy") is None
+                                   else round(paper_acc - base_paper["accuracy"], 2)),
+            "paper_notes": paper.get("notes", ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def build_verification(verify_paths) -> pd.DataFrame:
+    rows = []
+    for path in verify_paths:
+        v = read_json(path)
+        refs = v["reference"]
+        rows.append({
+            "model": v["model"], "modules": len(v["modules"]),
+            "nan_inf_modules": sum(m["nan"] or m["inf"] for m in v["modules"]),
+            "params_with_grad": sum(g["finite"] and not g["all_zero"] for g in v["gradients"]),
+            "trainable_params": len(v["gradients"]),
+            "expected_zero_grad": ", ".join(v["expected_zero_grad"]) or "",
+            "reference_checks": len(refs),
+            "worst_max_abs_diff": max((r["max_abs_diff"] for r in refs), default=None),
+            "worst_cosine": min((r["cosine"] for r in refs), default=None),
+            "passed": v["passed"],
+        })
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ figures
+
 def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, path: Path) -> None:
-    """The study's two-panel figure: losses on the left, test accuracy on the right."""
+    """The study's two-panel figure: losses on the left, test accuracy on the right (one line per seed)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    ax1.plot(history["epoch"], history["train_loss"], marker="o", label="train loss")
-    ax1.plot(history["epoch"], history["test_loss"], marker="o", label="test loss")
+    seeds = sorted(history["seed"].unique()) if "seed" in history else [None]
+    for i, seed in enumerate(seeds):
+        h = history if seed is None else history[history["seed"] == seed]
+        tag, alpha = ("" if len(seeds) == 1 else f" (seed {seed})"), (1.0 if i == 0 else 0.45)
+        ax1.plot(h["epoch"], h["train_loss"], marker="o", color="tab:blue", alpha=alpha, label=f"train loss{tag}")
+        ax1.plot(h["epoch"], h["test_loss"], marker="o", color="tab:green", alpha=alpha, label=f"test loss{tag}")
+        ax2.plot(h["epoch"], h["test_accuracy"], marker="o", color="tab:orange", alpha=alpha,
+                 label=f"test accuracy{tag}")
     ax1.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
-    ax2.plot(history["epoch"], history["test_accuracy"], marker="o", color="tab:orange", label="test accuracy")
     if paper_accuracy is not None:
         ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper {paper_accuracy:.2f}%")
     ax2.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
+
+
+def plot_confusion(name: str, confusion: pd.DataFrame, path: Path) -> None:
+    rates = confusion.div(confusion.sum(axis=1).replace(0, 1), axis=0) * 100
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    sns.heatmap(rates, annot=confusion.values, fmt="d", cmap="Blues", vmin=0, vmax=100, cbar_kws={"label": "% of true"},
+                ax=ax, annot_kws={"fontsize": 7})
+    ax.set(title=f"{name}: confusion matrix (test)", xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
@@ -104,44 +243,100 @@ def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
                       value_name="test accuracy (%)").dropna()
     long["source"] = long["source"].map({"paper_accuracy": "paper (CIFAR-10, P100)",
                                          "accuracy": f"reproduced ({dataset})"})
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(table)), 5))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(table)), 5))
     sns.barplot(data=long, x="model", y="test accuracy (%)", hue="source", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.1f", fontsize=8)
     ax.set(ylim=(0, 105), title="Test accuracy: reported vs reproduced")
-    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, title=None, frameon=False)
+    ax.tick_params(axis="x", labelrotation=20)
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, title=None, frameon=False)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
-def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_paths, best_paths, history_paths,
-           table_csv, table_md, figures_dir) -> pd.DataFrame:
-    metrics = [read_json(p) for p in metrics_paths]
-    runs = [read_json(p) for p in run_paths]
-    bests = [read_json(p) for p in best_paths]
-    table = build_table(dataset, models, papers, metrics, runs, bests)
-    write_csv(table_csv, table, index=False)
+# ------------------------------------------------------------------ markdown
 
-    notes = [f"# reprozoo: comparison on `{dataset['name']}`", "",
-             f"Reproduced = this pipeline; paper = the study (CIFAR-10 test set, Kaggle P100). "
-             f"flag: DEVIATES when accuracy is more than {TOLERANCE_PCT:g}% (relative) off the reported value.",
-             "hparams: `tuned` = hyperopt on the tuning split, `paper` = the reported lr and epochs.",
+def _cell(v):
+    if isinstance(v, float):
+        if np.isnan(v):
+            return ""
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    if not len(frame):
+        return "_none_"
+    return frame.astype(object).map(_cell).to_markdown(index=False, disable_numparse=True)
+
+
+def paper_spec_md(study: dict, papers: dict, models: list[str]) -> list[str]:
+    lines = ["## Paper spec", ""]
+    if study:
+        lines += [f"**{study.get('title', '')}** ({study.get('source', '')})", ""]
+        lines += [f"- {k}: {v}" for k, v in study.get("reported", {}).items()] + [""]
+        if study.get("assumptions"):
+            lines += ["Assumptions where the study is silent:", ""] + [f"- {a}" for a in study["assumptions"]] + [""]
+        if study.get("missing"):
+            lines += ["What the study leaves out:", ""] + [f"- {a}" for a in study["missing"]] + [""]
+    for name in models:
+        paper = papers.get(name, {})
+        reported = {k: v for k, v in paper.items() if k not in ("assumptions", "missing", "notes")}
+        lines.append(f"- **{name}**: " + (", ".join(f"{k} {v}" for k, v in reported.items()) or "nothing reported"))
+        lines += [f"  - note: {paper['notes']}"] if paper.get("notes") else []
+        lines += [f"  - assumed: {a}" for a in paper.get("assumptions", [])]
+        lines += [f"  - missing: {a}" for a in paper.get("missing", [])]
+    return lines + [""]
+
+
+def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_paths, best_paths, history_paths,
+           table_csv, table_md, figures_dir, *, verify_paths=(), confusion_paths=(), study: dict | None = None,
+           ablations: dict | None = None, verdicts_csv=None, ablations_csv=None,
+           verification_csv=None) -> pd.DataFrame:
+    res = Results(models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths)
+    ablations = {k: v for k, v in (ablations or {}).items() if k in res.order}
+    main = [m for m in res.order if m not in ablations]
+    out = Path(table_csv).parent
+
+    table = build_table(dataset, res, papers, main)
+    verdicts = build_verdicts(dataset, res, papers, main)
+    ablation_table = build_ablations(res, papers, ablations)
+    verification = build_verification(verify_paths)
+    write_csv(table_csv, table, index=False)
+    write_csv(verdicts_csv or out / "verdicts.csv", verdicts, index=False)
+    write_csv(ablations_csv or out / "ablations.csv", ablation_table, index=False)
+    write_csv(verification_csv or out / "verification.csv", verification, index=False)
+
+    lines = [f"# reprozoo: reproduction report on `{dataset['name']}`", "",
+             "Reproduced = this pipeline; paper = the study (CIFAR-10 test set, Kaggle P100). "
+             f"A metric more than {TOLERANCE_PCT:g}% (relative) off the reported value DEVIATES.",
+             "hparams: `tuned` = hyperopt on the tuning split, `paper` = the reported lr and epochs. "
              "setting: where a run departs from the paper's architecture, weights or input size "
              "(such rows are not comparable).", ""]
     if not dataset["paper_dataset"]:
-        notes += [f"**Not comparable**: `{dataset['name']}` is not CIFAR-10; the paper columns are shown for "
+        lines += [f"**Not comparable**: `{dataset['name']}` is not CIFAR-10; the paper columns are shown for "
                   "reference only.", ""]
-    write_text(table_md, "\n".join(notes) + "\n" + table.to_markdown(index=False) + "\n")
+    shown = table.drop(columns="accuracy_std").assign(accuracy=[
+        _pm(a, None if pd.isna(sd) else sd, 2) for a, sd in zip(table["accuracy"], table["accuracy_std"])])
+    lines += ["## Comparison", "", _md_table(shown), "", "## Verdicts", "", _md_table(verdicts), ""]
+    lines += ["## Ablations", "", _md_table(ablation_table), ""]
+    lines += ["## Module verification", "", _md_table(verification), ""]
+    lines += paper_spec_md(study or {}, papers, main + list(ablations))
+    write_text(table_md, "\n".join(lines))
 
     figures_dir = Path(figures_dir)
-    for name, path in zip(models, history_paths):
-        plot_curves(name, pd.read_csv(path), papers.get(name, {}).get("accuracy"), figures_dir / f"curves_{name}.png")
+    for name in res.order:
+        plot_curves(name, pd.concat(res.histories[name]), papers.get(name, {}).get("accuracy"),
+                    figures_dir / f"curves_{name}.png")
+        if res.confusions[name]:
+            plot_confusion(name, sum(res.confusions[name][1:], res.confusions[name][0]),
+                           figures_dir / f"confusion_{name}.png")
     plot_accuracy(table, dataset["name"], figures_dir / "accuracy.png")
-    log.info("report for %s: %d models -> %s", dataset["name"], len(models), table_md)
+    log.info("report for %s: %d models, %d ablations -> %s", dataset["name"], len(main), len(ablations), table_md)
     return table

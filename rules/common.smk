@@ -7,10 +7,12 @@ import sys
 sys.path.insert(0, workflow.basedir)
 from reprozoo.config import (
     ConfigError,
+    expand_ablations,
     model_sources,
     resolve_backbone,
     resolve_dataset,
     resolve_model,
+    run_models,
     validate_config,
 )
 
@@ -18,10 +20,12 @@ try:
     validate_config(config)
 except ConfigError as e:
     sys.exit(f"reprozoo: {e}")
+config.update(expand_ablations(config))  # each ablation becomes a model with its own jobs
 
 
 DATASETS = config["run"]["datasets"]
-MODELS = config["run"]["models"]
+MODELS = run_models(config)
+SEEDS = [config["seed"] + i for i in range(config.get("repeats", 1))]  # repeats: seed, seed+1, ...
 
 
 wildcard_constraints:
@@ -38,18 +42,25 @@ SPLIT = "results/{dataset}/split-seed{seed}.json"
 FEATURES = "results/{dataset}/features/{backbone}.pt"
 TRIALS = "results/{dataset}/tune/{model}/trials.csv"
 BEST = "results/{dataset}/tune/{model}/best.json"
-WEIGHTS = "results/{dataset}/train/{model}/weights.pt"
-HISTORY = "results/{dataset}/train/{model}/history.csv"
-RUN = "results/{dataset}/train/{model}/run.json"
-METRICS = "results/{dataset}/eval/{model}/metrics.json"
-CONFUSION = "results/{dataset}/eval/{model}/confusion.csv"
+WEIGHTS = "results/{dataset}/train/{model}/seed{seed}/weights.pt"
+HISTORY = "results/{dataset}/train/{model}/seed{seed}/history.csv"
+RUN = "results/{dataset}/train/{model}/seed{seed}/run.json"
+VERIFY = "results/verify/{model}.json"
+METRICS = "results/{dataset}/eval/{model}/seed{seed}/metrics.json"
+CONFUSION = "results/{dataset}/eval/{model}/seed{seed}/confusion.csv"
 TABLE_CSV = "results/{dataset}/report/comparison.csv"
 TABLE_MD = "results/{dataset}/report/comparison.md"
+VERDICTS = "results/{dataset}/report/verdicts.csv"
+ABLATION_TABLE = "results/{dataset}/report/ablations.csv"
+VERIFICATION_TABLE = "results/{dataset}/report/verification.csv"
 FIGURES = "results/{dataset}/report/figures"
 CURVES = "results/{dataset}/report/figures/curves_{model}.png"
+CONFUSION_PLOT = "results/{dataset}/report/figures/confusion_{model}.png"
 ACCURACY_PLOT = "results/{dataset}/report/figures/accuracy.png"
+ATTENTION_PLOT = "results/{dataset}/report/figures/attention_{model}.png"
 LOG = "logs/{dataset}/{stage}.log"
 MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
+SEED_LOG = "logs/{dataset}/{stage}/{model}/seed{seed}.log"
 
 
 # ------------------------------------------------------------------ config sections
@@ -71,8 +82,20 @@ def backbone_json(wildcards):
     return as_json(resolve_backbone(config, wildcards.backbone))
 
 
+def verify_json(wildcards):
+    return as_json(config["models"][wildcards.model].get("verify", {}))
+
+
 def papers_json(wildcards):
     return as_json({m: config["models"][m].get("paper", {}) for m in MODELS})
+
+
+def study_json(wildcards):
+    return as_json(config.get("study", {}))
+
+
+def ablations_json(wildcards):
+    return as_json({a: config["ablations"][a] for a in MODELS if a in config.get("ablations", {})})
 
 
 def extra_test_args(wildcards):
@@ -108,14 +131,30 @@ def model_code(stage):
     return inputs
 
 
-def per_model(pattern):
+def per_run(pattern):
+    """One path per model and seed, model-major: the order of `report_models`."""
+
     def inputs(wildcards):
-        return expand(pattern, dataset=wildcards.dataset, model=MODELS)
+        return [pattern.format(dataset=wildcards.dataset, model=m, seed=s) for m in MODELS for s in SEEDS]
 
     return inputs
 
 
+def report_models(wildcards):
+    return " ".join(m for m in MODELS for _ in SEEDS)
+
+
+def study_seed_weights(wildcards):
+    return WEIGHTS.format(dataset=wildcards.dataset, model=wildcards.model, seed=config["seed"])
+
+
+# models whose attention maps the report shows (the study shows them for its ViT)
+VIT_MODELS = [m for m in MODELS if config["models"][m]["arch"] == "vit_tiny"]
+
+
 def all_reports():
-    return expand([TABLE_CSV, TABLE_MD, ACCURACY_PLOT], dataset=DATASETS) + expand(
-        CURVES, dataset=DATASETS, model=MODELS
+    return (
+        expand([TABLE_CSV, TABLE_MD, ACCURACY_PLOT], dataset=DATASETS)
+        + expand([CURVES, CONFUSION_PLOT], dataset=DATASETS, model=MODELS)
+        + expand(ATTENTION_PLOT, dataset=DATASETS, model=VIT_MODELS)
     )

@@ -43,12 +43,13 @@ rule train:
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     log:
-        expand(MODEL_LOG, stage="train", allow_missing=True),
+        expand(SEED_LOG, stage="train", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo train --model {params.model:q} --data {input.data} --split {input.split} "
-        "--best {input.best} --weights {output.weights} --history {output.history} --run {output.run} "
+        "--best {input.best} --seed {wildcards.seed} --weights {output.weights} --history {output.history} "
+        "--run {output.run} "
         "{params.features} --threads {threads} --log {log}"
 
 
@@ -69,7 +70,7 @@ rule evaluate:
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     log:
-        expand(MODEL_LOG, stage="evaluate", allow_missing=True),
+        expand(SEED_LOG, stage="evaluate", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
     shell:

@@ -3,20 +3,36 @@
 
 rule report:
     input:
-        metrics=per_model(METRICS),
-        runs=per_model(RUN),
-        best=per_model(BEST),
-        histories=per_model(HISTORY),
+        metrics=per_run(METRICS),
+        runs=per_run(RUN),
+        best=per_run(BEST),
+        histories=per_run(HISTORY),
+        confusions=per_run(CONFUSION),
+        verify=expand(VERIFY, model=MODELS),
         code=src("report.py"),
     output:
-        csv=TABLE_CSV,
+        csv=report(TABLE_CSV, caption="../workflow/report/comparison.rst", category="Tables"),
         md=TABLE_MD,
-        accuracy=ACCURACY_PLOT,
-        curves=expand(CURVES, model=MODELS, allow_missing=True),
+        verdicts=report(VERDICTS, caption="../workflow/report/verdicts.rst", category="Tables"),
+        ablations=report(ABLATION_TABLE, caption="../workflow/report/ablations.rst", category="Tables"),
+        verification=report(VERIFICATION_TABLE, caption="../workflow/report/verification.rst", category="Tables"),
+        accuracy=report(ACCURACY_PLOT, caption="../workflow/report/accuracy.rst", category="Figures"),
+        curves=report(
+            expand(CURVES, model=MODELS, allow_missing=True),
+            caption="../workflow/report/curves.rst",
+            category="Training curves",
+        ),
+        confusion=report(
+            expand(CONFUSION_PLOT, model=MODELS, allow_missing=True),
+            caption="../workflow/report/confusion.rst",
+            category="Confusion matrices",
+        ),
     params:
         dataset=dataset_json,
         papers=papers_json,
-        models=MODELS,
+        study=study_json,
+        ablations=ablations_json,
+        models=report_models,
         figures=FIGURES,
     log:
         expand(LOG, stage="report", allow_missing=True),
@@ -25,5 +41,26 @@ rule report:
     shell:
         "python -m reprozoo report --dataset {params.dataset:q} --papers {params.papers:q} "
         "--models {params.models} --metrics {input.metrics} --runs {input.runs} --best {input.best} "
-        "--histories {input.histories} --table-csv {output.csv} --table-md {output.md} "
+        "--histories {input.histories} --confusions {input.confusions} --verify {input.verify} "
+        "--study {params.study:q} --ablations {params.ablations:q} --table-csv {output.csv} --table-md {output.md} "
+        "--verdicts-csv {output.verdicts} --ablations-csv {output.ablations} "
+        "--verification-csv {output.verification} "
         "--figures {params.figures} --log {log}"
+
+
+rule attention:
+    input:
+        data=DATA,
+        weights=study_seed_weights,
+        code=src("attention.py"),
+    output:
+        report(ATTENTION_PLOT, caption="../workflow/report/attention.rst", category="Attention maps"),
+    params:
+        model=model_json,
+    log:
+        expand(MODEL_LOG, stage="attention", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo attention --model {params.model:q} --data {input.data} --weights {input.weights} "
+        "--out {output} --log {log}"

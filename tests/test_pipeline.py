@@ -26,16 +26,23 @@ def planned_jobs(result) -> set[tuple[str, str]]:
     return jobs
 
 
-def model_jobs(model: str, dataset: str = "digits") -> set[tuple[str, str]]:
-    return {(rule, f"dataset={dataset}, model={model}") for rule in ("tune", "train", "evaluate")} | {
-        ("report", f"dataset={dataset}"), ("all", "")}
+def model_jobs(model: str, dataset: str = "digits", seed: int = 3407) -> set[tuple[str, str]]:
+    """A model's own jobs (tune, verify, train + evaluate per seed, attention for ViTs) plus the report."""
+    jobs = {("tune", f"dataset={dataset}, model={model}"), ("verify", f"model={model}"),
+            ("train", f"dataset={dataset}, model={model}, seed={seed}"),
+            ("evaluate", f"dataset={dataset}, model={model}, seed={seed}"),
+            ("report", f"dataset={dataset}"), ("all", "")}
+    return jobs | ({("attention", f"dataset={dataset}, model={model}")} if model.startswith("vit_tiny") else set())
 
 
 def test_dry_run_of_the_study_plans_every_stage():
     jobs = planned_jobs(run_snakemake("-n", "--forceall"))
     rules = {rule for rule, _ in jobs}
-    assert rules == {"download", "prepare", "split", "cache_features", "tune", "train", "evaluate", "report", "all"}
-    assert {w for r, w in jobs if r == "train"} == {f"dataset=cifar10, model={m}" for m in STUDY_MODELS}
+    assert rules == {"download", "prepare", "split", "cache_features", "tune", "verify", "train", "evaluate",
+                     "attention", "report", "all"}
+    trained = STUDY_MODELS + ["cnn_nobn", "vit_tiny_heads3", "vit_tiny_patch4", "resnet18_noresidual"]
+    assert {w for r, w in jobs if r == "train"} == {f"dataset=cifar10, model={m}, seed=3407" for m in trained}
+    assert {w for r, w in jobs if r == "verify"} == {f"model={m}" for m in trained}
     assert ("split", "dataset=cifar10, seed=3407") in jobs
     # the frozen backbone runs once per dataset, in its own job
     assert {(r, w) for r, w in jobs if r == "cache_features"} == {
@@ -86,8 +93,14 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
     assert settings["mlp"] == "paper's"
     md = (work / "results/digits/report/comparison.md").read_text()
     assert "Not comparable" in md and all(f"| {m} " in md for m in table["model"])
-    for png in ["accuracy.png"] + [f"curves_{m}.png" for m in STUDY_MODELS]:
-        assert (work / "results/digits/report/figures" / png).stat().st_size > 10_000
+    figures = ["accuracy.png", "attention_vit_tiny.png", "attention_vit_tiny_heads3.png"]
+    for png in figures + [f"{kind}_{m}.png" for m in STUDY_MODELS for kind in ("curves", "confusion")]:
+        assert (work / "results/digits/report/figures" / png).stat().st_size > 10_000, png
+    ablations = pd.read_csv(work / "results/digits/report/ablations.csv")
+    assert ablations["variant"].tolist() == ["cnn_nobn", "vit_tiny_heads3"]
+    assert ablations.set_index("variant").loc["vit_tiny_heads3", "paper_accuracy"] == 69.17
+    verification = pd.read_csv(work / "results/digits/report/verification.csv")
+    assert verification["passed"].all() and len(verification) == 9
     for stage in ("download", "prepare", "report"):
         assert (work / f"logs/digits/{stage}.log").stat().st_size > 0
     print(f"demo wall time: {seconds:.0f}s")
@@ -101,6 +114,17 @@ def _dry(work):
 def test_nothing_to_do_after_the_demo(demo_run):
     work, _ = demo_run
     assert _dry(work) == set()
+
+
+@pytest.mark.slow
+def test_one_offline_html_report_holds_every_figure_and_table(demo_run):
+    work, _ = demo_run
+    result = run_snakemake("--configfile", "config/demo.yaml", "--report", "results/report.html", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (work / "results/report.html").read_text()
+    for name in ("comparison.csv", "verdicts.csv", "ablations.csv", "verification.csv", "accuracy.png",
+                 "attention_vit_tiny.png", "confusion_patch_lstm.png", "curves_vit_b16_probe.png"):
+        assert name in html, name
 
 
 @pytest.mark.slow

@@ -1,0 +1,224 @@
+"""`verify`: module-level checks of one model, no training data needed.
+
+1. Every named submodule on a fixed seeded input: output shape, mean, std, NaN/Inf.
+2. One training step: every trainable parameter gets a finite gradient, and none
+   that should learn gets an all-zero one.
+3. Reference comparisons where a reference exists, as max abs difference and
+   cosine similarity under stated tolerances:
+   - resnet18*: each of our stages vs torchvision's resnet18 with the same weights;
+   - vit_tiny: each encoder block vs a fresh nn.TransformerEncoderLayer with copied
+     weights, and vs an independent functional implementation (post-norm, ReLU);
+   - patch embeddings (vit_tiny, patch_lstm): the stride-p conv vs unfold + linear;
+   - vit_b16 probe backbone: our features vs torchvision's vit_b_16 run by hand.
+A failed check raises VerifyError naming the module and by how much.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reprozoo.engine import seed_everything
+from reprozoo.io import write_json
+from reprozoo.models import count_parameters, create_model
+
+MAX_ABS_DIFF = 1e-4     # fp32 on CPU: reorderings of the same sums stay far below this
+MIN_COSINE = 0.99999
+BATCH = 4               # images in the fixed input
+
+
+class VerifyError(RuntimeError):
+    pass
+
+
+def fixed_input(arch_args: dict, cfg: dict, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if cfg.get("backbone"):  # a head on cached features
+        return torch.randn(BATCH, cfg["args"].get("in_features", 768), generator=gen)
+    return torch.randn(BATCH, 3, 32, 32, generator=gen)
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def module_stats(model: nn.Module, x: torch.Tensor) -> list[dict]:
+    """Shape, mean, std and NaN/Inf of every named submodule's output on `x` (eval mode)."""
+    rows, hooks = [], []
+
+    def hook(name):
+        def record(_module, _inputs, out):
+            t = _first_tensor(out)
+            if t is None:
+                return
+            t = t.detach().float()
+            rows.append({"module": name, "shape": list(t.shape), "mean": t.mean().item(),
+                         "std": t.std().item() if t.numel() > 1 else 0.0,
+                         "nan": bool(torch.isnan(t).any()), "inf": bool(torch.isinf(t).any())})
+        return record
+
+    for name, module in model.named_modules():
+        if name:
+            hooks.append(module.register_forward_hook(hook(name)))
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def gradient_check(model: nn.Module, x: torch.Tensor, num_classes: int, seed: int) -> list[dict]:
+    """One cross-entropy step in train mode; gradient statistics per trainable parameter."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    y = torch.randint(0, num_classes, (len(x),), generator=torch.Generator().manual_seed(seed))
+    F.cross_entropy(model(x), y).backward()
+    rows = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        g = p.grad
+        rows.append({"param": name, "finite": g is not None and bool(torch.isfinite(g).all()),
+                     "all_zero": g is None or not bool(g.abs().sum() > 0),
+                     "grad_abs_mean": None if g is None else g.abs().mean().item()})
+    model.zero_grad(set_to_none=True)
+    return rows
+
+
+def compare(name: str, ours: torch.Tensor, ref: torch.Tensor) -> dict:
+    ours, ref = ours.detach().float().flatten(), ref.detach().float().flatten()
+    if ours.shape != ref.shape:
+        return {"check": name, "max_abs_diff": math.inf, "cosine": -1.0, "passed": False,
+                "note": f"shape {tuple(ours.shape)} vs reference {tuple(ref.shape)}"}
+    diff = (ours - ref).abs().max().item()
+    cos = F.cosine_similarity(ours, ref, dim=0).item()
+    return {"check": name, "max_abs_diff": diff, "cosine": cos,
+            "passed": diff <= MAX_ABS_DIFF and cos >= MIN_COSINE}
+
+
+# ------------------------------------------------------------------ references
+
+def reference_encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor) -> torch.Tensor:
+    """Post-norm Transformer block written out by hand (batch-first, eval mode, ReLU)."""
+    attn = layer.self_attn
+    heads, (b, n, d) = attn.num_heads, x.shape
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    split = lambda t: t.view(b, n, heads, d // heads).transpose(1, 2)     # noqa: E731  (B, h, N, d/h)
+    weights = torch.softmax(split(q) @ split(k).transpose(-2, -1) / math.sqrt(d // heads), dim=-1)
+    a = (weights @ split(v)).transpose(1, 2).reshape(b, n, d)
+    x = layer.norm1(x + F.linear(a, attn.out_proj.weight, attn.out_proj.bias))
+    return layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
+
+
+def reference_patch_embed(embed: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Patch embedding as unfold + linear, with the conv's weights."""
+    conv = embed.proj
+    p = conv.kernel_size[0]
+    patches = F.unfold(x, kernel_size=p, stride=p).transpose(1, 2)          # (B, N, 3*p*p)
+    return F.linear(patches, conv.weight.flatten(1), conv.bias)              # (B, N, dim)
+
+
+def reference_checks(model: nn.Module, arch: str, x: torch.Tensor, args: dict | None = None) -> list[dict]:
+    checks = []
+    model.eval()
+    with torch.no_grad():
+        # torchvision's resnet18 is the reference only with its residual connections (not for that ablation)
+        if arch in ("resnet18", "resnet18_pretrained") and (args or {}).get("residual", True):
+            from torchvision.models import resnet18
+
+            ref = resnet18(weights=None, num_classes=model.fc.out_features).eval()
+            ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("conv1.")},
+                                strict=False)
+            h = model.relu(model.bn1(model.conv1(x)))
+            for stage in ("layer1", "layer2", "layer3", "layer4"):
+                ours, theirs = getattr(model, stage)(h), getattr(ref, stage)(h)
+                checks.append(compare(f"{stage} vs torchvision resnet18.{stage}", ours, theirs))
+                h = ours
+            checks.append(compare("avgpool+fc vs torchvision", model.fc(torch.flatten(model.avgpool(h), 1)),
+                                  ref.fc(torch.flatten(ref.avgpool(h), 1))))
+        if hasattr(model, "patch_embed"):
+            checks.append(compare("patch_embed vs unfold + linear", model.patch_embed(x),
+                                  reference_patch_embed(model.patch_embed, x)))
+        if arch == "vit_tiny":
+            h = model.tokens(x)
+            for i, layer in enumerate(model.encoder.layers):
+                fresh = nn.TransformerEncoderLayer(layer.self_attn.embed_dim, layer.self_attn.num_heads,
+                                                   layer.linear1.out_features, batch_first=True).eval()
+                fresh.load_state_dict(layer.state_dict())
+                ours = layer(h)
+                checks.append(compare(f"encoder.layers.{i} vs nn.TransformerEncoderLayer (copied weights)",
+                                      ours, fresh(h)))
+                checks.append(compare(f"encoder.layers.{i} vs functional reference",
+                                      ours, reference_encoder_layer(layer, h)))
+                h = ours
+        if arch == "vit_b16_probe":
+            vit = model.backbone.vit
+            images = F.interpolate(x, size=(model.backbone.image_size,) * 2, mode="bilinear", antialias=True)
+            tokens = vit._process_input(images)
+            tokens = torch.cat([vit.class_token.expand(len(x), -1, -1), tokens], dim=1)
+            checks.append(compare("backbone vs torchvision vit_b_16 run by hand", model.backbone(x),
+                                  vit.encoder(tokens)[:, 0]))
+    return checks
+
+
+# ------------------------------------------------------------------ the stage
+
+def verify(cfg: dict, out_path, expect: dict | None = None, num_classes: int = 10) -> dict:
+    """Run every check for one model; write the record; raise VerifyError on the first failure.
+
+    `expect` is the model's `verify:` config: parameters whose all-zero gradient is a
+    documented property of the architecture (`zero_grad`) and why.
+    """
+    expect = expect or {}
+    known_zero = set(expect.get("zero_grad", []))
+    seed = cfg["seed"]
+    seed_everything(seed)
+    args = dict(cfg["args"])
+    if "weights" in args:  # structure, not ImageNet values, is what is verified: no download needed
+        args["weights"] = "none"
+    model = create_model(cfg["arch"], num_classes, **args)
+    x = fixed_input(args, cfg, seed)
+    if cfg.get("backbone"):  # also verify the frozen backbone the head's features come from
+        b = cfg["backbone"]
+        probe = create_model("vit_b16_probe", num_classes, weights="none", image_size=b["image_size"])
+        reference = reference_checks(probe, "vit_b16_probe", torch.randn(2, 3, 32, 32,
+                                                                          generator=torch.Generator().manual_seed(seed)))
+    else:
+        reference = reference_checks(model, cfg["arch"], x, args)
+    modules = module_stats(model, x)
+    grads = gradient_check(model, x, num_classes, seed)
+
+    for g in grads:
+        g["expected_zero"] = g["param"] in known_zero
+    unknown = known_zero - {g["param"] for g in grads}
+    record = {"model": cfg["name"], "arch": cfg["arch"], "params": count_parameters(model), "seed": seed,
+              "expected_zero_grad": sorted(known_zero), "why": expect.get("why", ""),
+              "input_shape": list(x.shape), "weights": "random init (structure checks)" if "weights" in args else None,
+              "tolerance": {"max_abs_diff": MAX_ABS_DIFF, "min_cosine": MIN_COSINE},
+              "modules": modules, "gradients": grads, "reference": reference}
+    failures = ([f"module {m['module']} outputs NaN/Inf" for m in modules if m["nan"] or m["inf"]]
+                + [f"parameter {g['param']} has a non-finite gradient" for g in grads if not g["finite"]]
+                + [f"parameter {g['param']} gets an all-zero gradient" for g in grads
+                   if g["all_zero"] and not g["expected_zero"]]
+                + [f"parameter {g['param']} was expected to get no gradient (verify.zero_grad) but gets one"
+                   for g in grads if g["expected_zero"] and not g["all_zero"]]
+                + [f"verify.zero_grad names '{name}', which is not a trainable parameter" for name in sorted(unknown)]
+                + [f"{c['check']}: max abs diff {c['max_abs_diff']:.3g} (tolerance {MAX_ABS_DIFF:g}), "
+                   f"cosine {c['cosine']:.6f} (min {MIN_COSINE})" + (f", {c['note']}" if "note" in c else "")
+                   for c in reference if not c["passed"]])
+    record["passed"] = not failures
+    record["failures"] = failures
+    write_json(out_path, record)
+    if failures:
+        more = f" (+{len(failures) - 1} more, see {out_path})" if len(failures) > 1 else ""
+        raise VerifyError(f"model '{cfg['name']}': {failures[0]}{more}")
+    return record

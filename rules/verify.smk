@@ -1,0 +1,18 @@
+# verify: module-level checks of one model, no data needed (shapes, NaN/Inf,
+# gradients after one step, comparisons with reference implementations).
+
+
+rule verify:
+    input:
+        code=model_code("verify"),
+    output:
+        VERIFY,
+    params:
+        model=model_json,
+        expect=verify_json,
+    log:
+        "logs/verify/{model}.log",
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo verify --model {params.model:q} --expect {params.expect:q} --out {output} --log {log}"
