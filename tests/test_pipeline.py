@@ -1,17 +1,15 @@
 """The Snakemake workflow: dry runs, lint, the demo end to end, and what reruns."""
 import os
 import re
-import shutil
 import time
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, run_snakemake
+from conftest import copy_workflow, run_snakemake
 
 STUDY_MODELS = ["mlp", "cnn", "resnet18", "resnet18_pretrained", "vit_tiny", "vit_b16_probe", "patch_lstm"]
-WORKFLOW_FILES = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles"]
 
 
 def planned_jobs(result) -> set[tuple[str, str]]:
@@ -59,12 +57,7 @@ def test_lint_is_clean(extra):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The demo, run end to end in a copy of the workflow."""
-    work = tmp_path_factory.mktemp("demo")
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
-    for cache in work.rglob("__pycache__"):
-        shutil.rmtree(cache)
+    work = copy_workflow(tmp_path_factory.mktemp("demo"))
     start = time.perf_counter()
     result = run_snakemake("--cores", "2", "--configfile", "config/demo.yaml", cwd=work)
     assert result.returncode == 0, result.stderr[-5000:]
@@ -136,7 +129,7 @@ def test_changing_one_model_section_reruns_only_that_model(demo_run):
         cfg = yaml.safe_load(original)
         cfg["models"]["cnn"]["args"]["dropout"] = 0.3
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        assert _dry(work) == model_jobs("cnn")
+        assert _dry(work) == model_jobs("cnn") | model_jobs("cnn_nobn")  # the ablation builds on cnn's section
 
         cfg = yaml.safe_load(original)  # retuning the probe's head never recomputes the features
         cfg["models"]["vit_b16_probe"]["tune"] = {"max_evals": 3}
