@@ -1,0 +1,290 @@
+"""DVC: dvc.yaml generated from the Snakemake DAG, `dvc repro`, params, experiments,
+a remote round trip, and Snakemake and DVC taking turns on the same outputs.
+
+Everything runs in a temporary git + DVC repository copied from the workflow,
+never in this checkout's own .dvc. End-to-end runs use tests/tiny.yaml through
+the same mechanism as the demo: `python -m reprozoo dvc-yaml --configfile tests/tiny.yaml`.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import BIN, ROOT, run_cli, run_snakemake
+from reprozoo import cli
+from reprozoo.config import load_config, resolve_dataset, resolve_model
+
+COPY = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles", "Makefile",
+        "dvc.yaml", ".dvcignore", "tests/tiny.yaml"]
+TINY = "dvc.yaml"
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_DISABLE": "1",
+       "DVC_NO_ANALYTICS": "1"}
+
+
+def copy_workflow(work):
+    for name in COPY:
+        src, dst = ROOT / name, work / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+    for cache in work.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    return work
+
+
+def sh(*args, cwd, check=True, timeout=900):
+    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, env=ENV,
+                            timeout=timeout)
+    if check:
+        assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def dvc(*args, cwd, check=True):
+    return sh(BIN / "dvc", *args, cwd=cwd, check=check)
+
+
+def make(target, cwd):
+    return sh("make", "--no-print-directory", target, "DVC_CONFIG=tests/tiny.yaml", f"VENV={BIN.parent}", cwd=cwd)
+
+
+def changed_stages(work) -> set[str]:
+    status = json.loads(dvc("status", "--json", TINY, cwd=work).stdout or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+def ran_stages(result) -> set[str]:
+    return set(re.findall(r"Running stage '(?:[^':]*:)?([^']+)'", result.stdout + result.stderr))
+
+
+def snakemake_plans(work) -> str:
+    """What `snakemake -n` would run ('' when nothing)."""
+    result = run_snakemake("-n", "--configfile", "tests/tiny.yaml", cwd=work)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return "\n".join(re.findall(r"^(?:local)?rule \w+:$", result.stdout, re.M))
+
+
+def set_config(work, change):
+    path = work / "config.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    change(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def restore_baseline(work):
+    """Back to the committed config and dvc.lock, with their outputs from the DVC cache."""
+    sh("git", "checkout", "--", "config.yaml", "dvc.lock", cwd=work)
+    dvc("checkout", TINY, cwd=work)
+
+
+def pipeline_stages(work) -> set[str]:
+    return set(yaml.safe_load((work / TINY).read_text())["stages"])
+
+
+def output(work, folder, name):
+    """results/digits/<folder>/[seed.../]<name>."""
+    found = sorted((work / "results/digits" / folder).rglob(name))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def model_stages(work, model) -> set[str]:
+    """The model's own stages (tune, train, evaluate, ...) and the report."""
+    return {s for s in pipeline_stages(work) if model in s.split("-")[1:] or s.startswith("report-")}
+
+
+# ------------------------------------------------------------------ generator and CLI (fast)
+def test_committed_dvc_yaml_is_generated_from_the_snakefile():
+    result = run_cli("dvc-yaml", "--check")  # for the config files its header records
+    assert result.returncode == 0, result.stderr
+
+
+def test_demo_dvc_yaml_is_generated(tmp_path):
+    work = copy_workflow(tmp_path)
+    assert run_cli("dvc-yaml", "--configfile", "config/demo.yaml", cwd=work).returncode == 0
+    text = (work / "dvc.yaml").read_text()
+    assert "# Config: config.yaml + config/demo.yaml" in text and "--model-name resnet18" in text
+    assert run_cli("dvc-yaml", "--check", cwd=work).returncode == 0
+
+
+def test_dvc_stages_are_the_snakemake_jobs(tmp_path):
+    """DVC's own reading of the generated file (vars resolved) has Snakemake's jobs, files and commands."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    work = copy_workflow(tmp_path)
+    assert run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", cwd=work).returncode == 0
+    sh(BIN / "dvc", "init", "--no-scm", "-q", cwd=work)
+    jobs = json.loads(sh(sys.executable, "-c", "import json; from reprozoo.dvc import snakemake_jobs; "
+                         "print(json.dumps(snakemake_jobs(['tests/tiny.yaml'])))", cwd=work).stdout)
+    stages = {s.name: s for s in Repo(str(work)).index.stages if s.path.endswith(TINY)}
+    names = ["-".join([job["rule"], *job["wildcards"].values()]) for job in jobs]
+    assert set(stages) == set(names) and len(names) >= 10  # download ... report
+    for name, job in zip(names, jobs):
+        stage = stages[name]
+        assert [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)] == job["deps"], name
+        assert sorted(o.def_path for o in stage.outs) == sorted(job["outs"]), name
+        assert stage.cmd.split()[:4] == job["cmd"].split()[:4]
+
+
+def test_model_name_gives_the_json_the_snakefile_passes():
+    cfg = load_config(ROOT / "config.yaml", ROOT / "tests/tiny.yaml")
+    as_json = cli._as_json
+    parser = cli.build_parser()
+    files = ["--config", str(ROOT / "config.yaml"), "--config", str(ROOT / "tests/tiny.yaml")]
+
+    args = parser.parse_args(["tune", *files, "--model-name", "cnn", "--data", "d", "--split", "s",
+                              "--trials", "t", "--best", "b"])
+    cli._from_config(args)
+    assert args.model == as_json(resolve_model(cfg, "cnn"))
+
+    args = parser.parse_args(["report", *files, "--dataset-name", "digits", "--models", "mlp", "cnn",
+                              "--metrics", "a", "b", "--runs", "a", "b", "--best", "a", "b", "--histories", "a", "b",
+                              "--table-csv", "c", "--table-md", "m", "--figures", "f"])
+    cli._from_config(args)
+    assert args.dataset == as_json(resolve_dataset(cfg, "digits"))
+    assert json.loads(args.papers) == {m: cfg["models"][m]["paper"] for m in ("mlp", "cnn")}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model-name", "mlp"], "--model-name: needs --config config.yaml"),
+    (["--config", "config.yaml", "--model-name", "vgg"], "unknown model 'vgg'"),
+    (["--config", "nope.yaml", "--model-name", "mlp"], "config file nope.yaml: not found"),
+], ids=["no-config", "unknown-model", "missing-file"])
+def test_model_name_errors_are_one_line(argv, message):
+    result = run_cli("train", *argv, "--data", "d", "--split", "s", "--best", "b", "--weights", "w",
+                     "--history", "h", "--run", "r")
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_model_and_model_name_exclude_each_other():
+    result = run_cli("evaluate", "--model", "{}", "--model-name", "mlp", "--data", "d", "--weights", "w",
+                     "--metrics", "m", "--confusion", "c")
+    assert result.returncode == 2 and "not allowed with argument --model" in result.stderr
+
+
+# ------------------------------------------------------------------ end to end (one temp repo)
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory):
+    """A git + DVC copy of the workflow with dvc.yaml for tests/tiny.yaml, reproduced once and committed."""
+    work = copy_workflow(tmp_path_factory.mktemp("dvc") / "repo")
+    sh("git", "init", "-q", cwd=work)
+    sh("git", "config", "user.email", "test@reprozoo", cwd=work)
+    sh("git", "config", "user.name", "test", cwd=work)
+    (work / ".gitignore").write_text("results/\nresources/\nlogs/\n.snakemake/\n__pycache__/\n")
+    dvc("init", "-q", cwd=work)
+    result = run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", cwd=work)
+    assert result.returncode == 0, result.stderr
+    sh("git", "add", "-A", cwd=work)
+    sh("git", "commit", "-qm", "workflow", cwd=work)
+    start = time.perf_counter()
+    repro = dvc("repro", TINY, cwd=work)
+    seconds = time.perf_counter() - start
+    sh("git", "add", "-A", cwd=work)
+    sh("git", "commit", "-qm", "tiny results", cwd=work)
+    return work, repro, seconds
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_every_stage_then_nothing(dvc_repo):
+    work, repro, seconds = dvc_repo
+    assert ran_stages(repro) == pipeline_stages(work)
+    assert "report-digits" in pipeline_stages(work) and len(pipeline_stages(work)) >= 10
+    assert (work / "results/digits/report/comparison.csv").read_text().count("\n") == 3  # header + 2 models
+    again = dvc("repro", TINY, cwd=work)
+    assert ran_stages(again) == set() and "didn't change" in again.stdout
+    assert changed_stages(work) == set()
+    print(f"dvc repro (tiny) wall time: {seconds:.0f}s")
+
+
+@pytest.mark.slow
+def test_metrics_show_lists_every_models_accuracy_and_loss(dvc_repo):
+    work, _, _ = dvc_repo
+    shown = dvc("metrics", "show", "--json", cwd=work).stdout
+    for model in ("mlp", "cnn"):
+        path = str(output(work, f"eval/{model}", "metrics.json").relative_to(work))
+        values = _find(json.loads(shown), path)
+        assert 0 <= values["accuracy"] <= 100 and values["loss"] > 0
+    table = dvc("metrics", "show", cwd=work).stdout
+    assert "accuracy" in table and "loss" in table and "eval/mlp/" in table and "eval/cnn/" in table
+
+
+def _find(tree, path):
+    """The metrics of `path` in `dvc metrics show --json` output, whatever its nesting."""
+    if isinstance(tree, dict):
+        if path in tree:
+            return tree[path].get("data", tree[path])
+        for value in tree.values():
+            found = _find(value, path)
+            if found is not None:
+                return found
+    return None
+
+
+@pytest.mark.slow
+def test_changing_one_model_reruns_only_that_model_and_old_results_check_out(dvc_repo):
+    work, _, _ = dvc_repo
+    metrics = output(work, "eval/mlp", "metrics.json")
+    before = metrics.read_bytes()
+    try:
+        set_config(work, lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[256, 128]))
+        assert changed_stages(work) == model_stages(work, "mlp")
+        assert ran_stages(dvc("repro", TINY, cwd=work)) == model_stages(work, "mlp")
+        assert changed_stages(work) == set()
+    finally:
+        restore_baseline(work)
+    assert changed_stages(work) == set()
+    assert metrics.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
+    work, _, _ = dvc_repo
+    try:
+        set_config(work, lambda cfg: cfg["models"]["mlp"]["paper"].update(lr=0.002))
+        diff = dvc("params", "diff", cwd=work).stdout
+        assert re.search(r"config\.yaml\s+models\.mlp\.paper\.lr\s+5\.6e-05\s+0\.002", diff), diff
+        sh("git", "checkout", "--", "config.yaml", cwd=work)
+
+        run = dvc("exp", "run", TINY, "-n", "mlp-paper-lr", "-S", "config.yaml:++models.mlp.hparams=paper",
+                  "-S", "config.yaml:models.mlp.paper.lr=0.002", "-S", "config.yaml:models.mlp.paper.epochs=2",
+                  cwd=work)
+        assert ran_stages(run) == model_stages(work, "mlp")
+        assert json.loads(output(work, "train/mlp", "run.json").read_text())["lr"] == 0.002
+        shown = dvc("exp", "show", "--json", cwd=work).stdout
+        assert "mlp-paper-lr" in shown and "0.002" in shown
+    finally:
+        restore_baseline(work)
+    assert changed_stages(work) == set()
+
+
+@pytest.mark.slow
+def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
+    work, _, _ = dvc_repo
+    dvc("remote", "add", "-d", "store", tmp_path / "remote", cwd=work)
+    dvc("push", TINY, cwd=work)
+    shutil.rmtree(work / "results")
+    shutil.rmtree(work / ".dvc/cache")  # so the files really come from the remote
+    make("dvc-pull", cwd=work)  # dvc pull + snakemake --touch once DVC says all is current
+    assert (work / "results/digits/report/comparison.csv").is_file()
+    assert changed_stages(work) == set()
+    assert snakemake_plans(work) == ""
+
+
+@pytest.mark.slow
+def test_snakemake_run_then_dvc_commit_leaves_both_engines_clean(dvc_repo):
+    work, _, _ = dvc_repo
+    set_config(work, lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[128]))
+    assert "rule train" in snakemake_plans(work)
+    result = run_snakemake("--cores", "2", "--configfile", "tests/tiny.yaml", cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert changed_stages(work) == model_stages(work, "mlp")
+    make("dvc-commit", cwd=work)  # dvc commit + snakemake --touch
+    assert changed_stages(work) == set()
+    assert snakemake_plans(work) == ""
