@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
 
     p = sub.add_parser("check-config", help="validate config.yaml (+ overrides) and print the resolved plan")
-    p.add_argument("config", help="path to config.yaml")
+    p.add_argument("config_file", metavar="config", help="path to config.yaml")
     p.add_argument("overrides", nargs="*", help="override YAML files applied in order")
     p.add_argument("--model-json", metavar="NAME", help="print models.NAME resolved, as the stages receive it")
     p.add_argument("--log", metavar="PATH", help=argparse.SUPPRESS)
@@ -233,11 +233,13 @@ def run(args: argparse.Namespace) -> None:
         print(f"{path}: {'up to date' if args.check else 'written'}")
         return
     if stage == "check-config":
-        cfg = load_config(args.config, *args.overrides)
+        cfg = load_config(args.config_file, *args.overrides)
         if args.model_json:
             print(json.dumps(resolve_model(cfg, args.model_json), indent=2, sort_keys=True))
         else:
-            print(f"config OK: datasets {cfg['run']['datasets']} x models {cfg['run']['models']}")
+            from reprozoo.config import run_models
+
+            print(f"config OK: datasets {cfg['run']['datasets']} x models {run_models(cfg)}")
         return
     if stage == "download":
         from reprozoo.data import download
