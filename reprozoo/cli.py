@@ -244,7 +244,8 @@ def run(args: argparse.Namespace) -> None:
     if stage == "download":
         from reprozoo.data import download
 
-        download(_dataset(args.dataset), args.out)
+        manifest = download(_dataset(args.dataset), args.out)
+        log.info("%s (%s) ready: manifest %s", manifest["dataset"], manifest["kind"], args.out)
     elif stage == "prepare":
         from reprozoo.data import prepare
         from reprozoo.io import read_json

@@ -139,12 +139,12 @@ def build_verdicts(dataset: dict, res: Results, papers: dict, models: list[str])
     rows = []
     for name in models:
         paper, run = papers.get(name, {}), res.runs[name][0]
-        why = None if dataset["paper_dataset"] else f"dataset {dataset['name']}"
-        why = why or ("setting: " + "; ".join(run["setting_deviations"]) if run.get("setting_deviations") else None)
+        setting = "setting: " + "; ".join(run["setting_deviations"]) if run.get("setting_deviations") else None
+        why = (None if dataset["paper_dataset"] else f"dataset {dataset['name']}") or setting
         metrics = {
             "accuracy": (res.values(name, "accuracy"), paper.get("accuracy"), why),
             "loss": (res.values(name, "loss"), paper.get("loss"), why),
-            "params": (np.array([run["params"]], float), paper.get("params"), None),
+            "params": (np.array([run["params"]], float), paper.get("params"), setting),
             "train_time_s": (np.array([r["duration_s"] for r in res.runs[name]], float),
                              parse_duration(paper.get("time")), f"hardware: {run['hardware']} vs {paper.get('device')}"),
         }

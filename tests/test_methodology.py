@@ -147,6 +147,21 @@ def test_mean_outside_tolerance_deviates_even_when_one_seed_is_close():
     assert acc["verdict"] == "DEVIATES" and acc["reported_within_seed_spread"] is False
 
 
+def test_a_changed_architecture_makes_even_params_not_comparable():
+    class Res:  # vit_tiny at patch size 4: 2.4% fewer params, within 5%, but not the paper's model
+        runs = {"vit_tiny": [{"params": 1212490, "hardware": "CPU", "duration_s": 1.0,
+                              "setting_deviations": ["patch_size=4 (paper 2)"]}]}
+
+        def values(self, name, key):
+            return np.array([73.0])
+
+    rows = build_verdicts({"name": "cifar10", "paper_dataset": True}, Res(), {"vit_tiny": {"params": 1242442,
+                                                                                           "accuracy": 73.24}},
+                          ["vit_tiny"]).set_index("metric")
+    assert rows.loc["params", "verdict"] == "not comparable (setting: patch_size=4 (paper 2))"
+    assert rows.loc["accuracy", "verdict"] == "not comparable (setting: patch_size=4 (paper 2))"
+
+
 # ------------------------------------------------------------------ ablations
 
 def test_ablations_are_models_of_their_own(study_cfg):
