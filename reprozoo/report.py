@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -222,6 +223,7 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
         ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper {paper_accuracy:.2f}%")
     ax2.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
