@@ -65,4 +65,4 @@ dvc-commit:
 ## dvc-touch: only when DVC says every output matches its inputs: touch outputs in DAG order
 dvc-touch:
 	@dvc status --quiet || { dvc status; echo "dvc-touch: DVC sees changes: nothing touched"; exit 1; }
-	snakemake --touch --cores 1 $(SMK_CONFIG)
+	snakemake --touch --forceall --cores 1 $(SMK_CONFIG)

@@ -280,7 +280,7 @@ def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
 @pytest.mark.slow
 def test_snakemake_run_then_dvc_commit_leaves_both_engines_clean(dvc_repo):
     work, _, _ = dvc_repo
-    make("dvc-touch", cwd=work)  # Snakemake records what DVC ran in the tests before (as after any dvc run)
+    make("dvc-touch", cwd=work)  # after DVC ran stages (the experiment above): Snakemake records them
     set_config(work, lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[128]))
     assert "rule train" in snakemake_plans(work)
     result = run_snakemake("--cores", "2", "--configfile", "tests/tiny.yaml", cwd=work)
