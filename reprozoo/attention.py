@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from reprozoo.config import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
 from reprozoo.evaluate import load_weights  # noqa: E402
@@ -40,7 +41,7 @@ def attention_figure(cfg: dict, data_path, weights_path, out_path, index: int = 
     cpu = torch.device("cpu")
     model = load_weights(create_model(cfg["arch"], len(classes), **cfg["args"]), weights_path, cpu)
     if not hasattr(model, "encoder"):
-        raise ValueError(f"model '{cfg['name']}' has no transformer encoder to take attention maps from")
+        raise ConfigError(f"model '{cfg['name']}' has no transformer encoder to take attention maps from")
     image = torch.from_numpy(arrays["x_test"][index]).permute(2, 0, 1).unsqueeze(0)     # (1, 3, H, W) uint8
     x = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"])(image)
     maps = class_token_attention(model, x)

@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG to write")
     p.add_argument("--index", type=int, default=0, help="which test image (default: the first)")
 
+    p = sub.add_parser("samples", help="sample grid (+ reconstructions or G/D losses) of a trained vae or acgan")
+    _common(p, model=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--history", required=True, help="the training run's history.csv (AC-GAN loss curves)")
+    p.add_argument("--out", required=True, help="PNG to write")
+
     p = sub.add_parser("report", help="comparison table (CSV + Markdown) and figures")
     _dataset_option(p)
     p.add_argument("--papers", metavar="JSON", help="{model: paper block} (default with --config: from the config)")
@@ -301,6 +308,10 @@ def run(args: argparse.Namespace) -> None:
         from reprozoo.attention import attention_figure
 
         attention_figure(_model(args.model), args.data, args.weights, args.out, args.index)
+    elif stage == "samples":
+        from reprozoo.samples import samples_figure
+
+        samples_figure(_model(args.model), args.data, args.weights, args.history, args.out)
     elif stage == "report":
         from reprozoo.report import report
 

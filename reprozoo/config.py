@@ -201,13 +201,13 @@ def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:
     return value
 
 
-def registered_architectures() -> dict[str, Path]:
-    """Architecture name -> source file, read from the @register_model decorators.
+def _registrations() -> dict[str, tuple[Path, str]]:
+    """Architecture name -> (source file, objective), read from the @register_model decorators.
 
     Parsed with `ast` instead of imported so that it works without torch, and so
     that the Snakefile can list a model's own source file as an input of its jobs.
     """
-    found: dict[str, Path] = {}
+    found: dict[str, tuple[Path, str]] = {}
     for path in sorted(MODELS_DIR.glob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
@@ -215,8 +215,21 @@ def registered_architectures() -> dict[str, Path]:
                 for dec in node.decorator_list:
                     target = dec.func if isinstance(dec, ast.Call) else dec
                     if isinstance(target, ast.Name) and target.id == "register_model":
-                        found[node.name] = path
+                        objective = next((kw.value.value for kw in getattr(dec, "keywords", [])
+                                          if kw.arg == "objective" and isinstance(kw.value, ast.Constant)),
+                                         "classification")
+                        found[node.name] = (path, objective)
     return found
+
+
+def registered_architectures() -> dict[str, Path]:
+    """Architecture name -> source file."""
+    return {name: path for name, (path, _) in _registrations().items()}
+
+
+def generative_architectures() -> set[str]:
+    """Architectures trained under a generative objective (they get a samples figure)."""
+    return {name for name, (_, objective) in _registrations().items() if objective != "classification"}
 
 
 def _sibling_imports(path: Path) -> set[Path]:

@@ -227,3 +227,26 @@ def read_split(path: str | Path) -> dict:
     if split.get("checksum") != split_checksum(split):
         raise DataError(f"{path}: checksum mismatch, the index lists were edited or truncated")
     return split
+
+
+def labelled_mask(y: np.ndarray, pool: list[int], per_class: int | None, seed: int, classes=None) -> np.ndarray:
+    """Which training images keep their label: `per_class` of each class, drawn
+    (seeded) from `pool` (the split's full training list); all of them when None.
+
+    A mask over the whole of `y`. The tuning subset, drawn from the same pool,
+    keeps the labels of those of its images that are in the labelled set, so the
+    labelled share is the same in tuning and in the final training."""
+    mask = np.zeros(len(y), dtype=bool)
+    pool = np.asarray(pool, dtype=np.int64)
+    if per_class is None:
+        mask[pool] = True
+        return mask
+    rng = np.random.default_rng(seed)
+    for c in np.unique(y[pool]):
+        members = pool[y[pool] == c]
+        if per_class > len(members):
+            name = classes[c] if classes is not None else c
+            raise DataError(f"config key 'labelled_per_class': {per_class} exceeds the {len(members)} training "
+                            f"images of class '{name}'")
+        mask[rng.permutation(members)[:per_class]] = True
+    return mask

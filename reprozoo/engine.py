@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprozoo.objectives import Collapsed, get_objective
+
 
 class Diverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -45,23 +47,35 @@ def pick_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class Tensors:
-    """A labelled set held in memory: x is uint8 images (N, 3, H, W) or cached
-    features (N, D); y is int64 (N,)."""
+    """A set held in memory: x is uint8 images (N, 3, H, W) or cached features
+    (N, D); y is int64 (N,); `labelled` (bool, N) marks the images whose label a
+    semi-supervised objective may use (None: all of them)."""
     x: torch.Tensor
     y: torch.Tensor
+    labelled: torch.Tensor | None = None
 
     @classmethod
     def from_numpy(cls, x: np.ndarray, y: np.ndarray, device: torch.device,
-                   index: list[int] | None = None) -> "Tensors":
+                   index: list[int] | None = None, labelled: np.ndarray | None = None) -> "Tensors":
+        """`labelled` is a mask over the whole of `x` (before `index` picks rows)."""
         if index is not None:
             x, y = x[index], y[index]
+            labelled = None if labelled is None else labelled[index]
         x = torch.from_numpy(np.ascontiguousarray(x))
         if x.ndim == 4:  # images are stored NHWC
             x = x.permute(0, 3, 1, 2).contiguous()
         y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        mask = None if labelled is None else torch.from_numpy(np.asarray(labelled, dtype=bool))
         if device.type == "cuda":
             x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        return cls(x, y)
+            mask = None if mask is None else mask.to(device)
+        return cls(x, y, mask)
+
+    def only_labelled(self) -> "Tensors":
+        """The labelled images alone (what a supervised objective trains on)."""
+        if self.labelled is None:
+            return self
+        return Tensors(self.x[self.labelled], self.y[self.labelled])
 
     def __len__(self) -> int:
         return len(self.y)
@@ -78,11 +92,28 @@ class Normalize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.std
 
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised -> pixels in [0, 1] (what a generative model reconstructs)."""
+        return (x * self.std + self.mean) / 255
+
+    def from_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] (a generator's output) -> normalised, as real images reach the model."""
+        return (x * 255 - self.mean) / self.std
+
 
 class Runner:
-    """Model + optimiser + the batch logic for one training run."""
+    """Model + optimisers + objective + the batch logic for one training run.
 
-    def __init__(self, model: nn.Module, cfg: dict, device: torch.device, lr: float | None = None):
+    The objective comes from the model's registry entry (`cfg["arch"]`), or is
+    given; plain classification when neither names one."""
+
+    def __init__(self, model: nn.Module, cfg: dict, device: torch.device, lr: float | None = None,
+                 objective: str | None = None):
+        from reprozoo.models import objective_name
+
+        if objective is None:
+            objective = objective_name(cfg["arch"]) if "arch" in cfg else "classification"
+        self.objective = get_objective(objective)
         self.device = device
         self.cuda = device.type == "cuda"
         self.model = model.to(device)
@@ -91,12 +122,7 @@ class Runner:
         self.normalize = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"]).to(device)
         self.batch_size = cfg["batch_size"]          # images per step
         self.eval_batch_size = cfg["eval_batch_size"]
-        self.optimizer = None
-        if lr is not None:
-            opt = cfg["optimizer"]
-            self.optimizer = torch.optim.Adam(
-                (p for p in self.model.parameters() if p.requires_grad), lr=lr,
-                betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"])
+        self.optimizers = [] if lr is None else self.objective.optimizers(self.model, lr, cfg["optimizer"])
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:  # cached features: already what the model takes
@@ -114,23 +140,33 @@ class Runner:
             yield order[start:start + batch_size]
 
     def train_epoch(self, data: Tensors, generator: torch.Generator,
-                    on_batch: Callable[[], None] | None = None) -> float:
-        """One pass over `data` in the generator's order; returns the mean training loss."""
+                    on_batch: Callable[[], None] | None = None) -> dict[str, float]:
+        """One pass over `data` in the generator's order, one objective step per batch.
+
+        Returns the epoch's mean of each part: `train_loss` (the classifier's
+        cross-entropy on labelled images) and, for objectives other than plain
+        classification, `train_objective` (what the steps minimise) and `train_<part>`."""
+        if not self.objective.semi_supervised:
+            data = data.only_labelled()
         self.model.train()
-        total = torch.zeros((), device=self.device)
+        totals: dict[str, torch.Tensor] = {}
         for idx in self.batches(len(data), self.batch_size, generator):
+            labelled = None if data.labelled is None else data.labelled[idx]
             with self._autocast():
-                loss = F.cross_entropy(self.model(self._inputs(data.x[idx])), data.y[idx])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach().float() * len(idx)
+                parts = self.objective.step(self.model, self.optimizers, self._inputs(data.x[idx]), data.y[idx],
+                                            labelled, self.normalize)
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0) + v * len(idx)
             if on_batch is not None:
                 on_batch()
-        mean = total.item() / len(data)   # one sync per epoch
-        if not math.isfinite(mean):
-            raise Diverged(f"training loss is {mean}")
-        return mean
+        means = {k: v.item() / len(data) for k, v in totals.items()}   # one sync per part per epoch
+        for k, v in means.items():
+            if not math.isfinite(v):
+                raise Diverged(f"training {'loss' if k in ('loss', 'classification') else k + ' loss'} is {v}")
+        row = {"train_loss": means.pop("classification")}
+        if self.objective.name != "classification":
+            row.update({("train_objective" if k == "loss" else f"train_{k}"): v for k, v in means.items()})
+        return row
 
     @torch.no_grad()
     def predict(self, data: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,11 +195,15 @@ def fit(runner: Runner, train: Tensors, val: Tensors, epochs: int, generator: to
     best, since_best = math.inf, 0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        train_loss = runner.train_epoch(train, generator)
+        train_parts = runner.train_epoch(train, generator)
+        try:
+            runner.objective.check(runner.model, runner.device)
+        except Collapsed as e:
+            raise Diverged(f"{e} at epoch {epoch}") from None
         val_loss, val_acc = runner.evaluate(val)
         if not math.isfinite(val_loss):
             raise Diverged(f"evaluation loss is {val_loss} at epoch {epoch}")
-        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc,
+        row = {"epoch": epoch, **train_parts, "val_loss": val_loss, "val_accuracy": val_acc,
                "seconds": time.perf_counter() - start}
         history.append(row)
         if on_epoch is not None:

@@ -95,6 +95,12 @@ class Results:
         return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
 
 
+def _labels(run: dict) -> str:
+    """'all', or 'labelled/train images' when only some training labels were used."""
+    labelled, images = run.get("labelled_images"), run.get("train_images")
+    return "all" if labelled is None or labelled == images else f"{labelled:,}/{images:,}"
+
+
 def build_table(dataset: dict, res: Results, papers: dict, models: list[str]) -> pd.DataFrame:
     rows = []
     for name in models:
@@ -111,6 +117,7 @@ def build_table(dataset: dict, res: Results, papers: dict, models: list[str]) ->
         row = {
             "model": name,
             "params": run["params"],
+            "labels": _labels(run),
             "paper_accuracy": paper.get("accuracy"),
             "accuracy": round(acc, 2),
             "accuracy_std": None if acc_std is None else round(acc_std, 2),

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import torch
 
-from reprozoo.data import read_split
+from reprozoo.data import labelled_mask, read_split
 from reprozoo.features import model_inputs
 from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
 from reprozoo.io import atomic_path, read_json, stamp, write_csv, write_json
@@ -26,14 +26,17 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     best = read_json(best_path)
     lr, epochs = float(best["lr"]), int(best["epochs"])
     arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
-    train_set = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["train"])
+    labelled = labelled_mask(arrays["y_train"], split["train"], cfg.get("labelled_per_class"), cfg["seed"],
+                             arrays["classes"])
+    train_set = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["train"], labelled)
     test_set = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device, split["test"])
 
     generator = seed_everything(cfg["seed"])
     model = create_model(cfg["arch"], len(arrays["classes"]), **cfg["args"])
     runner = Runner(model, cfg, device, lr)
-    log.info("%s: %s params, lr %.3g, %d epochs, %d train / %d test images on %s", cfg["name"],
-             f"{count_parameters(model):,}", lr, epochs, len(train_set), len(test_set), device)
+    log.info("%s: %s params, lr %.3g, %d epochs, %d train (%d labelled) / %d test images, objective %s, on %s",
+             cfg["name"], f"{count_parameters(model):,}", lr, epochs, len(train_set), labelled.sum(), len(test_set),
+             runner.objective.name, device)
 
     start = time.perf_counter()
     try:
@@ -51,7 +54,8 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     run = {"model": cfg["name"], "arch": cfg["arch"], "params": count_parameters(model), "lr": lr,
            "epochs": epochs, "hparams": best["source"], "duration_s": round(duration, 3),
            "final_test_loss": history[-1]["val_loss"], "final_test_accuracy": history[-1]["val_accuracy"],
-           "train_images": len(train_set), "setting_deviations": setting_deviations(cfg), "config": cfg,
+           "train_images": len(train_set), "labelled_images": int(labelled.sum()),
+           "objective": runner.objective.name, "setting_deviations": setting_deviations(cfg), "config": cfg,
            **stamp(device, cfg["seed"])}
     write_json(run_path, run)
     return run

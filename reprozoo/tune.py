@@ -17,7 +17,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.exceptions import AllTrialsFailed
 from tqdm.auto import tqdm
 
-from reprozoo.data import read_split
+from reprozoo.data import labelled_mask, read_split
 from reprozoo.features import model_inputs
 from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
 from reprozoo.io import write_csv, write_json
@@ -42,7 +42,9 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
         return best
 
     arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
-    train = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_train"])
+    labelled = labelled_mask(arrays["y_train"], split["train"], cfg.get("labelled_per_class"), cfg["seed"],
+                             arrays["classes"])
+    train = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_train"], labelled)
     val = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_val"])
     num_classes = len(arrays["classes"])
     t = cfg["tune"]

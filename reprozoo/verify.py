@@ -1,8 +1,9 @@
 """`verify`: module-level checks of one model, no training data needed.
 
 1. Every named submodule on a fixed seeded input: output shape, mean, std, NaN/Inf.
-2. One training step: every trainable parameter gets a finite gradient, and none
-   that should learn gets an all-zero one.
+2. One training step of the model's objective (cross-entropy, or the VAE's ELBO,
+   or the AC-GAN's two players' losses): every trainable parameter gets a finite
+   gradient, and none that should learn gets an all-zero one.
 3. Reference comparisons where a reference exists, as max abs difference and
    cosine similarity under stated tolerances:
    - resnet18*: each of our stages vs torchvision's resnet18 with the same weights;
@@ -20,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprozoo.engine import seed_everything
+from reprozoo.engine import Normalize, seed_everything
 from reprozoo.io import write_json
-from reprozoo.models import count_parameters, create_model
+from reprozoo.models import count_parameters, create_model, objective_name
+from reprozoo.objectives import get_objective
 
 MAX_ABS_DIFF = 1e-4     # fp32 on CPU: reorderings of the same sums stay far below this
 MIN_COSINE = 0.99999
@@ -48,8 +50,27 @@ def _first_tensor(out):
     return None
 
 
-def module_stats(model: nn.Module, x: torch.Tensor) -> list[dict]:
-    """Shape, mean, std and NaN/Inf of every named submodule's output on `x` (eval mode)."""
+class Batch:
+    """The fixed seeded batch and the model's objective: what one step computes.
+
+    Semi-supervised objectives get half the batch labelled, half unlabelled, so
+    that both paths are exercised (and every submodule, decoder and generator
+    included, runs)."""
+
+    def __init__(self, cfg: dict, x: torch.Tensor, num_classes: int, seed: int):
+        self.objective = get_objective(objective_name(cfg["arch"]))
+        self.x = x
+        self.y = torch.randint(0, num_classes, (len(x),), generator=torch.Generator().manual_seed(seed))
+        self.labelled = torch.arange(len(x)) < len(x) // 2 if self.objective.semi_supervised else None
+        self.normalize = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"])
+
+    def loss(self, model: nn.Module) -> torch.Tensor:
+        return self.objective.losses(model, self.x, self.y, self.labelled, self.normalize)["loss"]
+
+
+def module_stats(model: nn.Module, batch: Batch) -> list[dict]:
+    """Shape, mean, std and NaN/Inf of every named submodule's output on the batch (eval mode),
+    running the objective's whole forward computation."""
     rows, hooks = [], []
 
     def hook(name):
@@ -69,19 +90,20 @@ def module_stats(model: nn.Module, x: torch.Tensor) -> list[dict]:
     model.eval()
     try:
         with torch.no_grad():
-            model(x)
+            torch.manual_seed(0)  # the objective's own noise (z samples, fake labels)
+            batch.loss(model)
     finally:
         for h in hooks:
             h.remove()
     return rows
 
 
-def gradient_check(model: nn.Module, x: torch.Tensor, num_classes: int, seed: int) -> list[dict]:
-    """One cross-entropy step in train mode; gradient statistics per trainable parameter."""
+def gradient_check(model: nn.Module, batch: Batch) -> list[dict]:
+    """One backward pass of the objective in train mode; gradient statistics per trainable parameter."""
     model.train()
     model.zero_grad(set_to_none=True)
-    y = torch.randint(0, num_classes, (len(x),), generator=torch.Generator().manual_seed(seed))
-    F.cross_entropy(model(x), y).backward()
+    torch.manual_seed(0)
+    batch.loss(model).backward()
     rows = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -194,15 +216,16 @@ def verify(cfg: dict, out_path, expect: dict | None = None, num_classes: int = 1
                                                                           generator=torch.Generator().manual_seed(seed)))
     else:
         reference = reference_checks(model, cfg["arch"], x, args)
-    modules = module_stats(model, x)
-    grads = gradient_check(model, x, num_classes, seed)
+    batch = Batch(cfg, x, num_classes, seed)
+    modules = module_stats(model, batch)
+    grads = gradient_check(model, batch)
 
     for g in grads:
         g["expected_zero"] = g["param"] in known_zero
     unknown = known_zero - {g["param"] for g in grads}
     record = {"model": cfg["name"], "arch": cfg["arch"], "params": count_parameters(model), "seed": seed,
               "expected_zero_grad": sorted(known_zero), "why": expect.get("why", ""),
-              "input_shape": list(x.shape), "weights": "random init (structure checks)" if "weights" in args else None,
+              "input_shape": list(x.shape), "objective": batch.objective.name, "weights": "random init (structure checks)" if "weights" in args else None,
               "tolerance": {"max_abs_diff": MAX_ABS_DIFF, "min_cosine": MIN_COSINE},
               "modules": modules, "gradients": grads, "reference": reference}
     failures = ([f"module {m['module']} outputs NaN/Inf" for m in modules if m["nan"] or m["inf"]]

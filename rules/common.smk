@@ -8,6 +8,7 @@ sys.path.insert(0, workflow.basedir)
 from reprozoo.config import (
     ConfigError,
     expand_ablations,
+    generative_architectures,
     model_sources,
     resolve_backbone,
     resolve_dataset,
@@ -58,6 +59,7 @@ CURVES = "results/{dataset}/report/figures/curves_{model}.png"
 CONFUSION_PLOT = "results/{dataset}/report/figures/confusion_{model}.png"
 ACCURACY_PLOT = "results/{dataset}/report/figures/accuracy.png"
 ATTENTION_PLOT = "results/{dataset}/report/figures/attention_{model}.png"
+SAMPLES_PLOT = "results/{dataset}/report/figures/samples_{model}.png"
 LOG = "logs/{dataset}/{stage}.log"
 MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
 SEED_LOG = "logs/{dataset}/{stage}/{model}/seed{seed}.log"
@@ -148,8 +150,14 @@ def study_seed_weights(wildcards):
     return WEIGHTS.format(dataset=wildcards.dataset, model=wildcards.model, seed=config["seed"])
 
 
+def study_seed_history(wildcards):
+    return HISTORY.format(dataset=wildcards.dataset, model=wildcards.model, seed=config["seed"])
+
+
 # models whose attention maps the report shows (the study shows them for its ViT)
 VIT_MODELS = [m for m in MODELS if config["models"][m]["arch"] == "vit_tiny"]
+# models trained under a generative objective (vae, acgan): their sample grids
+GENERATIVE_MODELS = [m for m in MODELS if config["models"][m]["arch"] in generative_architectures()]
 
 
 def all_reports():
@@ -157,4 +165,5 @@ def all_reports():
         expand([TABLE_CSV, TABLE_MD, ACCURACY_PLOT], dataset=DATASETS)
         + expand([CURVES, CONFUSION_PLOT], dataset=DATASETS, model=MODELS)
         + expand(ATTENTION_PLOT, dataset=DATASETS, model=VIT_MODELS)
+        + expand(SAMPLES_PLOT, dataset=DATASETS, model=GENERATIVE_MODELS)
     )

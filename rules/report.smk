@@ -64,3 +64,22 @@ rule attention:
     shell:
         "python -m reprozoo attention --model {params.model:q} --data {input.data} --weights {input.weights} "
         "--out {output} --log {log}"
+
+
+rule samples:
+    input:
+        data=DATA,
+        weights=study_seed_weights,
+        history=study_seed_history,
+        code=src("samples.py"),
+    output:
+        report(SAMPLES_PLOT, caption="../workflow/report/samples.rst", category="Generative models"),
+    params:
+        model=model_json,
+    log:
+        expand(MODEL_LOG, stage="samples", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    shell:
+        "python -m reprozoo samples --model {params.model:q} --data {input.data} --weights {input.weights} "
+        "--history {input.history} --out {output} --log {log}"

@@ -36,7 +36,8 @@ def test_paper_spec_is_schema_validated(tmp_path):
 # ------------------------------------------------------------------ verify
 
 @pytest.mark.parametrize("model", ["mlp", "cnn", "resnet18", "resnet18_pretrained", "vit_tiny", "vit_b16_probe",
-                                   "patch_lstm", "cnn_nobn", "vit_tiny_heads3", "resnet18_noresidual"])
+                                   "patch_lstm", "vae", "vae_4000", "acgan", "acgan_4000", "cnn_nobn",
+                                   "vit_tiny_heads3", "resnet18_noresidual"])
 def test_every_model_verifies(study_cfg, model, tmp_path):
     record = verify(resolve_model(study_cfg, model), tmp_path / "v.json", study_cfg["models"][model].get("verify"))
     assert record["passed"] and json.loads((tmp_path / "v.json").read_text())["passed"]

@@ -9,7 +9,8 @@ import yaml
 
 from conftest import copy_workflow, run_snakemake
 
-STUDY_MODELS = ["mlp", "cnn", "resnet18", "resnet18_pretrained", "vit_tiny", "vit_b16_probe", "patch_lstm"]
+STUDY_MODELS = ["mlp", "cnn", "resnet18", "resnet18_pretrained", "vit_tiny", "vit_b16_probe", "patch_lstm",
+                "vae", "acgan"]
 
 
 def planned_jobs(result) -> set[tuple[str, str]]:
@@ -30,15 +31,19 @@ def model_jobs(model: str, dataset: str = "digits", seed: int = 3407) -> set[tup
             ("train", f"dataset={dataset}, model={model}, seed={seed}"),
             ("evaluate", f"dataset={dataset}, model={model}, seed={seed}"),
             ("report", f"dataset={dataset}"), ("all", "")}
-    return jobs | ({("attention", f"dataset={dataset}, model={model}")} if model.startswith("vit_tiny") else set())
+    if model.startswith("vit_tiny"):
+        jobs.add(("attention", f"dataset={dataset}, model={model}"))
+    if model.startswith(("vae", "acgan")):
+        jobs.add(("samples", f"dataset={dataset}, model={model}"))
+    return jobs
 
 
 def test_dry_run_of_the_study_plans_every_stage():
     jobs = planned_jobs(run_snakemake("-n", "--forceall"))
     rules = {rule for rule, _ in jobs}
     assert rules == {"download", "prepare", "split", "cache_features", "tune", "verify", "train", "evaluate",
-                     "attention", "report", "all"}
-    trained = STUDY_MODELS + ["cnn_nobn", "vit_tiny_heads3", "vit_tiny_patch4", "resnet18_noresidual"]
+                     "attention", "samples", "report", "all"}
+    trained = STUDY_MODELS + ["vae_4000", "acgan_4000", "cnn_nobn", "vit_tiny_heads3", "vit_tiny_patch4", "resnet18_noresidual"]
     assert {w for r, w in jobs if r == "train"} == {f"dataset=cifar10, model={m}, seed=3407" for m in trained}
     assert {w for r, w in jobs if r == "verify"} == {f"model={m}" for m in trained}
     assert ("split", "dataset=cifar10, seed=3407") in jobs
@@ -86,14 +91,15 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
     assert settings["mlp"] == "paper's"
     md = (work / "results/digits/report/comparison.md").read_text()
     assert "Not comparable" in md and all(f"| {m} " in md for m in table["model"])
-    figures = ["accuracy.png", "attention_vit_tiny.png", "attention_vit_tiny_heads3.png"]
+    figures = ["accuracy.png", "attention_vit_tiny.png", "attention_vit_tiny_heads3.png", "samples_vae.png",
+               "samples_acgan.png"]
     for png in figures + [f"{kind}_{m}.png" for m in STUDY_MODELS for kind in ("curves", "confusion")]:
         assert (work / "results/digits/report/figures" / png).stat().st_size > 10_000, png
     ablations = pd.read_csv(work / "results/digits/report/ablations.csv")
     assert ablations["variant"].tolist() == ["cnn_nobn", "vit_tiny_heads3"]
     assert ablations.set_index("variant").loc["vit_tiny_heads3", "paper_accuracy"] == 69.17
     verification = pd.read_csv(work / "results/digits/report/verification.csv")
-    assert verification["passed"].all() and len(verification) == 9
+    assert verification["passed"].all() and len(verification) == 11
     for stage in ("download", "prepare", "report"):
         assert (work / f"logs/digits/{stage}.log").stat().st_size > 0
     print(f"demo wall time: {seconds:.0f}s")
@@ -116,7 +122,8 @@ def test_one_offline_html_report_holds_every_figure_and_table(demo_run):
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "results/report.html").read_text()
     for name in ("comparison.csv", "verdicts.csv", "ablations.csv", "verification.csv", "accuracy.png",
-                 "attention_vit_tiny.png", "confusion_patch_lstm.png", "curves_vit_b16_probe.png"):
+                 "attention_vit_tiny.png", "confusion_patch_lstm.png", "curves_vit_b16_probe.png",
+                 "samples_vae.png", "samples_acgan.png"):
         assert name in html, name
 
 
@@ -135,6 +142,11 @@ def test_changing_one_model_section_reruns_only_that_model(demo_run):
         cfg["models"]["vit_b16_probe"]["tune"] = {"max_evals": 3}
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         assert _dry(work) == model_jobs("vit_b16_probe")
+
+        cfg = yaml.safe_load(original)  # a generative model's jobs include its sample grid
+        cfg["models"]["vae"]["args"]["alpha"] = 10.0
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert _dry(work) == model_jobs("vae")
 
         cfg = yaml.safe_load(original)
         cfg["models"]["mlp"]["paper"]["accuracy"] = 55.0  # a reported number only feeds the report

@@ -2,7 +2,10 @@
 
 Each architecture lives in its own file in this folder and registers a factory
 `name(num_classes=10, **args) -> nn.Module`. Importing this package imports
-every model file, so `list_models()` sees them all.
+every model file, so `list_models()` sees them all. A factory registered with
+`@register_model(objective="vae_m2")` trains under that objective of
+`reprozoo.objectives` (default: plain classification); every model's
+`forward(x)` gives class logits, which evaluation and the report use.
 """
 from __future__ import annotations
 
@@ -16,13 +19,26 @@ from torch import nn
 from reprozoo.config import ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_OBJECTIVES: dict[str, str] = {}
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"model '{fn.__name__}' registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, objective: str = "classification"):
+    """`@register_model` or `@register_model(objective=...)`."""
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _REGISTRY:
+            raise ValueError(f"model '{fn.__name__}' registered twice")
+        _REGISTRY[fn.__name__] = fn
+        _OBJECTIVES[fn.__name__] = objective
+        return fn
+
+    return register(fn) if fn is not None else register
+
+
+def objective_name(arch: str) -> str:
+    """The training objective an architecture was registered with."""
+    if arch not in _OBJECTIVES:
+        raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(list_models())})")
+    return _OBJECTIVES[arch]
 
 
 def list_models() -> list[str]:
