@@ -277,3 +277,13 @@ def test_samples_of_a_classifier_is_a_one_line_error(demo_cfg, digits_npz, tmp_p
     assert result.returncode == 2
     assert result.stderr.strip() == ("reprozoo samples: error: model 'mlp' is not generative (arch 'mlp'): "
                                      "nothing to sample")
+
+
+def test_the_semi_supervised_digits_config_is_valid():
+    from conftest import ROOT
+    from reprozoo.config import resolve_model
+
+    cfg = load_config(ROOT / "config.yaml", ROOT / "config" / "demo.yaml", ROOT / "config" / "digits-semi.yaml")
+    assert cfg["run"]["models"] == ["cnn_l20", "vae_l20", "acgan_l20"]
+    for name in cfg["run"]["models"]:
+        assert resolve_model(cfg, name)["labelled_per_class"] == 20
