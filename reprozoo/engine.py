@@ -146,8 +146,6 @@ class Runner:
         Returns the epoch's mean of each part: `train_loss` (the classifier's
         cross-entropy on labelled images) and, for objectives other than plain
         classification, `train_objective` (what the steps minimise) and `train_<part>`."""
-        if not self.objective.semi_supervised:
-            data = data.only_labelled()
         self.model.train()
         totals: dict[str, torch.Tensor] = {}
         for idx in self.batches(len(data), self.batch_size, generator):
@@ -193,6 +191,8 @@ def fit(runner: Runner, train: Tensors, val: Tensors, epochs: int, generator: to
     epochs without a lower val loss. Returns one history row per epoch."""
     history: list[dict] = []
     best, since_best = math.inf, 0
+    if not runner.objective.semi_supervised:
+        train = train.only_labelled()  # once: a supervised objective never sees unlabelled images
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         train_parts = runner.train_epoch(train, generator)

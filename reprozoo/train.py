@@ -26,16 +26,17 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     best = read_json(best_path)
     lr, epochs = float(best["lr"]), int(best["epochs"])
     arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
-    labelled = labelled_mask(arrays["y_train"], split["train"], cfg.get("labelled_per_class"), cfg["seed"],
-                             arrays["classes"])
+    labelled = None if cfg.get("labelled_per_class") is None else labelled_mask(
+        arrays["y_train"], split["train"], cfg["labelled_per_class"], cfg["seed"], arrays["classes"])
     train_set = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["train"], labelled)
+    n_labelled = len(train_set) if labelled is None else int(labelled.sum())
     test_set = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device, split["test"])
 
     generator = seed_everything(cfg["seed"])
     model = create_model(cfg["arch"], len(arrays["classes"]), **cfg["args"])
     runner = Runner(model, cfg, device, lr)
     log.info("%s: %s params, lr %.3g, %d epochs, %d train (%d labelled) / %d test images, objective %s, on %s",
-             cfg["name"], f"{count_parameters(model):,}", lr, epochs, len(train_set), labelled.sum(), len(test_set),
+             cfg["name"], f"{count_parameters(model):,}", lr, epochs, len(train_set), n_labelled, len(test_set),
              runner.objective.name, device)
 
     start = time.perf_counter()
@@ -54,7 +55,7 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     run = {"model": cfg["name"], "arch": cfg["arch"], "params": count_parameters(model), "lr": lr,
            "epochs": epochs, "hparams": best["source"], "duration_s": round(duration, 3),
            "final_test_loss": history[-1]["val_loss"], "final_test_accuracy": history[-1]["val_accuracy"],
-           "train_images": len(train_set), "labelled_images": int(labelled.sum()),
+           "train_images": len(train_set), "labelled_images": n_labelled,
            "objective": runner.objective.name, "setting_deviations": setting_deviations(cfg), "config": cfg,
            **stamp(device, cfg["seed"])}
     write_json(run_path, run)

@@ -42,8 +42,8 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
         return best
 
     arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
-    labelled = labelled_mask(arrays["y_train"], split["train"], cfg.get("labelled_per_class"), cfg["seed"],
-                             arrays["classes"])
+    labelled = None if cfg.get("labelled_per_class") is None else labelled_mask(
+        arrays["y_train"], split["train"], cfg["labelled_per_class"], cfg["seed"], arrays["classes"])
     train = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_train"], labelled)
     val = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_val"])
     num_classes = len(arrays["classes"])
