@@ -31,10 +31,6 @@ class Collapsed(RuntimeError):
     """Training produced a degenerate model (e.g. a generator that ignores its noise)."""
 
 
-def all_labelled(x: torch.Tensor) -> torch.Tensor:
-    return torch.ones(len(x), dtype=torch.bool, device=x.device)
-
-
 def adam(params, lr: float, opt: dict) -> torch.optim.Adam:
     return torch.optim.Adam([p for p in params if p.requires_grad], lr=lr, betas=tuple(opt["betas"]),
                             weight_decay=opt["weight_decay"])
@@ -86,15 +82,18 @@ class VAEM2(Classification):
         return recon.flatten(1).sum(1) + kl + math.log(model.num_classes)
 
     def losses(self, model, x, y, labelled, normalize) -> Parts:
-        labelled = all_labelled(x) if labelled is None else labelled
         target = normalize.to_unit(x).clamp(0, 1).float()
         logits, features = model(x).float(), model.encoder(x)
-        zero = logits.new_zeros(())
-        lab = unl = ce = zero
-        n_lab, n_unl = int(labelled.sum()), int((~labelled).sum())
-        if n_lab:
-            lab = self.neg_elbo(model, features[labelled], target[labelled], y[labelled]).sum()
-            ce = F.cross_entropy(logits[labelled], y[labelled], reduction="sum")
+        lab = unl = ce = logits.new_zeros(())
+        if labelled is None:  # every image labelled: no mask, no host sync per batch
+            n_lab, n_unl = len(x), 0
+            lab = self.neg_elbo(model, features, target, y).sum()
+            ce = F.cross_entropy(logits, y, reduction="sum")
+        else:
+            n_lab, n_unl = int(labelled.sum()), int((~labelled).sum())
+            if n_lab:
+                lab = self.neg_elbo(model, features[labelled], target[labelled], y[labelled]).sum()
+                ce = F.cross_entropy(logits[labelled], y[labelled], reduction="sum")
         if n_unl:
             k, unlabelled = model.num_classes, ~labelled
             ys = torch.arange(k, device=x.device).repeat(n_unl)                  # every class for every image
@@ -128,7 +127,10 @@ class ACGAN(Classification):
         src_real, src_fake = src_real.float(), src_fake.float()
         source = F.binary_cross_entropy_with_logits(src_real, torch.ones_like(src_real)) + \
             F.binary_cross_entropy_with_logits(src_fake, torch.zeros_like(src_fake))
-        ce = F.cross_entropy(cls_real[labelled].float(), y[labelled]) if labelled.any() else src_real.new_zeros(())
+        if labelled is None:  # every image labelled: no mask, no host sync per batch
+            ce = F.cross_entropy(cls_real.float(), y)
+        else:
+            ce = F.cross_entropy(cls_real[labelled].float(), y[labelled]) if labelled.any() else src_real.new_zeros(())
         return source + ce + F.cross_entropy(cls_fake.float(), c), ce
 
     def g_loss(self, model, normalize, fake, c) -> torch.Tensor:
@@ -137,7 +139,6 @@ class ACGAN(Classification):
         return F.binary_cross_entropy_with_logits(src, torch.ones_like(src)) + F.cross_entropy(cls.float(), c)
 
     def losses(self, model, x, y, labelled, normalize) -> Parts:
-        labelled = all_labelled(x) if labelled is None else labelled
         fake, c = self.fakes(model, len(x), x.device)
         d, ce = self.d_losses(model, x, y, labelled, normalize, fake.detach(), c)
         g = self.g_loss(model, normalize, fake, c)
@@ -145,7 +146,6 @@ class ACGAN(Classification):
 
     def step(self, model, optimizers, x, y, labelled, normalize) -> Parts:
         opt_d, opt_g = optimizers
-        labelled = all_labelled(x) if labelled is None else labelled
         fake, c = self.fakes(model, len(x), x.device)
         d, ce = self.d_losses(model, x, y, labelled, normalize, fake.detach(), c)
         opt_d.zero_grad(set_to_none=True)

@@ -52,14 +52,13 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, out_path) -
     grid = class_grid(model, len(classes), cfg["seed"])
     rows = f"one row per class: {', '.join(classes)}" if len(classes) <= 10 else "one row per class"
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6), gridspec_kw={"width_ratios": [1, 1]})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
     if objective == "vae_m2":
         x = torch.from_numpy(arrays["x_test"][:RECONSTRUCTED]).permute(0, 3, 1, 2)
         normalize = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"])
         recon = model.reconstruct(normalize(x))
         pairs = torch.cat([x.float() / 255, recon])          # row 1: test images, row 2: reconstructions
         _show(axes[0], pairs, RECONSTRUCTED, "test images (top) and reconstructions (bottom)")
-        axes[0].set_aspect("equal")
         _show(axes[1], grid, PER_CLASS, f"samples p(x|y,z), z ~ N(0, I); {rows}")
     else:
         _show(axes[0], grid, PER_CLASS, f"samples G(z, y); {rows}")
