@@ -4,7 +4,7 @@ PY    := $(VENV)/bin/python
 CORES ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv demo test lint dry-run clean
+.PHONY: venv demo test lint dry-run clean resume
 
 venv: $(VENV)/.installed
 
@@ -16,6 +16,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 ## demo: the whole pipeline on the bundled digits data (~4 min on 2 CPU cores)
 demo: venv
+	$(PY) -m reprozoo check-config config.yaml config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml
 	@echo; cat results/digits/report/comparison.md
 
@@ -33,6 +34,20 @@ dry-run: venv
 
 clean:
 	rm -rf results logs .snakemake
+
+## resume: after a crash (kill -9, power cut, lost terminal) take up the run where it stopped:
+##   make resume                          the study        make resume CONFIG=config/demo.yaml   the demo
+## Refuses while Snakemake or one of its jobs still runs in this folder; otherwise releases the
+## dead run's lock and reruns the jobs it left incomplete, then everything not yet done.
+CONFIG ?=
+RUN_CONFIG := $(if $(CONFIG),--configfile $(CONFIG))
+resume:
+	@for p in $$(pgrep -f '[b]in/snakemake|[p]ython -m reprozoo' || true); do \
+	  if [ "$$(readlink /proc/$$p/cwd 2>/dev/null)" = "$(CURDIR)" ]; then \
+	    echo "resume: a run is still going on here (pid $$p: $$(tr '\0' ' ' < /proc/$$p/cmdline | cut -c1-80)); wait for it or stop it first"; \
+	    exit 1; fi; done
+	snakemake --unlock $(RUN_CONFIG)
+	snakemake --cores $(CORES) --rerun-incomplete $(RUN_CONFIG)
 
 # ---------------------------------------------------------------- DVC (README "DVC")
 # dvc.yaml holds one configuration: the study, or the override DVC_CONFIG names.

@@ -334,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log", None))
     from reprozoo.data import DataError
+    from reprozoo.errors import UserError
 
-    expected: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
+    expected: tuple[type[BaseException], ...] = (UserError, DataError)
     try:
         from reprozoo.train import TrainError
         from reprozoo.tune import TuneError

@@ -8,17 +8,20 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import math
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+from reprozoo.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem, reported as one line naming the key."""
 
 
@@ -75,7 +78,10 @@ def _read_yaml(path: str | Path) -> dict:
         with open(path) as f:
             data = yaml.safe_load(f)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path}: not valid YAML{where} ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return data
@@ -105,10 +111,31 @@ def validate_against(instance: dict, schema_ref: str | None = None, prefix: str 
         schema = {**schema, "$ref": f"#/$defs/{schema_ref}"}
         for key in ("type", "required", "properties", "additionalProperties"):
             schema.pop(key, None)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is not None:
         raise ConfigError(_one_line(error, prefix))
+    _check_finite(instance, prefix)
+
+
+def _is_strict_integer(checker, instance) -> bool:
+    """An integer is an int: 64.0 is not (JSON Schema would accept it), nor is True."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# Draft 2020-12 with a stricter `integer`: `batch_size: 64.0` is refused, not truncated later.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer))
+
+
+def _check_finite(value, key: str) -> None:
+    """YAML's .nan and .inf pass every numeric bound of a schema; refuse them anywhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key or '(top level)'}': {value} is not a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        _check_finite(v, f"{key}.{k}" if key else str(k))
 
 
 def validate_config(cfg: dict) -> None:
@@ -132,11 +159,16 @@ def validate_config(cfg: dict) -> None:
             raise ConfigError(f"config key 'ablations.{name}.base': unknown model '{ablation['base']}'")
         if name in cfg["models"] and cfg["models"][name] != _ablation_model(cfg, ablation):  # expanded is fine
             raise ConfigError(f"config key 'ablations.{name}': a model of that name exists already")
+    _check_lr_ranges(cfg)
     archs = registered_architectures()
     for name, section in cfg["models"].items():
         if section["arch"] not in archs:
             raise ConfigError(f"config key 'models.{name}.arch': unknown architecture "
                               f"'{section['arch']}' (registered: {', '.join(sorted(archs))})")
+        _check_args(f"models.{name}.args", section["arch"], section.get("args", {}))
+    for name, ablation in cfg.get("ablations", {}).items():
+        _check_args(f"ablations.{name}.set.args", cfg["models"][ablation["base"]]["arch"],
+                    ablation["set"].get("args", {}))
         if "backbone" in section and section["backbone"] not in cfg.get("backbones", {}):
             raise ConfigError(f"config key 'models.{name}.backbone': unknown backbone '{section['backbone']}' "
                               f"(defined: {', '.join(sorted(cfg.get('backbones', {}))) or 'none'})")
@@ -146,6 +178,29 @@ def validate_config(cfg: dict) -> None:
                 if key not in paper:
                     raise ConfigError(f"config key 'models.{name}.paper.{key}': required by "
                                       "'hparams: paper' but missing")
+
+
+def _check_lr_ranges(cfg: dict) -> None:
+    """Every `tune.lr_log_range` is [lo, hi] with lo < hi (hyperopt would fail only inside the tune job)."""
+    sections = [("protocol.tune", cfg["protocol"]["tune"])]
+    sections += [(f"models.{n}.tune", m["tune"]) for n, m in cfg["models"].items() if "tune" in m]
+    sections += [(f"ablations.{n}.set.tune", a["set"]["tune"]) for n, a in cfg.get("ablations", {}).items()
+                 if "tune" in a["set"]]
+    for key, tune in sections:
+        if "lr_log_range" in tune:
+            lo, hi = tune["lr_log_range"]
+            if not lo < hi:
+                raise ConfigError(f"config key '{key}.lr_log_range': [{lo}, {hi}] must be [low, high] with "
+                                  f"low < high (lr is log-uniform over [e^low, e^high])")
+
+
+def _check_args(key: str, arch: str, args: dict) -> None:
+    """The architecture's factory takes these keyword arguments (read from its source, no torch)."""
+    accepted, any_keyword = _registrations()[arch][2]
+    unknown = sorted(set(args) - set(accepted) - {"num_classes"})
+    if unknown and not any_keyword:
+        raise ConfigError(f"config key '{key}.{unknown[0]}': '{arch}' takes no argument '{unknown[0]}' "
+                          f"(it takes: {', '.join(a for a in accepted if a != 'num_classes')})")
 
 
 def resolve_model(cfg: dict, name: str) -> dict:
@@ -201,13 +256,14 @@ def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:
     return value
 
 
-def _registrations() -> dict[str, tuple[Path, str]]:
-    """Architecture name -> (source file, objective), read from the @register_model decorators.
+def _registrations() -> dict[str, tuple[Path, str, tuple[list[str], bool]]]:
+    """Architecture name -> (source file, objective, (keyword names, takes **kwargs)), read from
+    the @register_model decorators.
 
     Parsed with `ast` instead of imported so that it works without torch, and so
     that the Snakefile can list a model's own source file as an input of its jobs.
     """
-    found: dict[str, tuple[Path, str]] = {}
+    found: dict[str, tuple[Path, str, tuple[list[str], bool]]] = {}
     for path in sorted(MODELS_DIR.glob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
@@ -218,18 +274,19 @@ def _registrations() -> dict[str, tuple[Path, str]]:
                         objective = next((kw.value.value for kw in getattr(dec, "keywords", [])
                                           if kw.arg == "objective" and isinstance(kw.value, ast.Constant)),
                                          "classification")
-                        found[node.name] = (path, objective)
+                        names = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+                        found[node.name] = (path, objective, (names, node.args.kwarg is not None))
     return found
 
 
 def registered_architectures() -> dict[str, Path]:
     """Architecture name -> source file."""
-    return {name: path for name, (path, _) in _registrations().items()}
+    return {name: path for name, (path, _, _) in _registrations().items()}
 
 
 def generative_architectures() -> set[str]:
     """Architectures trained under a generative objective (they get a samples figure)."""
-    return {name for name, (_, objective) in _registrations().items() if objective != "classification"}
+    return {name for name, (_, objective, _) in _registrations().items() if objective != "classification"}
 
 
 def _sibling_imports(path: Path) -> set[Path]:

@@ -13,20 +13,17 @@ from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 from reprozoo.data import DataError, read_imagefolder
 from reprozoo.engine import Normalize, Runner, Tensors
 from reprozoo.features import extract, model_inputs
-from reprozoo.io import write_csv, write_json
+from reprozoo.io import load_torch, write_csv, write_json
 from reprozoo.models import create_model
 
 log = logging.getLogger("reprozoo.evaluate")
 
 
 def load_weights(model: torch.nn.Module, path, device) -> torch.nn.Module:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: not found (run the train stage first)")
+    state = load_torch(path, "weights", "train")  # weights_only: never unpickles code
     try:
-        state = torch.load(path, map_location=device, weights_only=True)  # never unpickle code
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as e:
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0]
         raise DataError(f"{path}: weights do not fit model ({first}); retrain after changing its config") from None
     return model

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ from tqdm.auto import tqdm
 
 from reprozoo.data import DataError, load_arrays
 from reprozoo.engine import Normalize, Tensors, seed_everything
-from reprozoo.io import atomic_path, stamp
+from reprozoo.io import load_torch, save_torch, stamp
 from reprozoo.models.pretrained import create_backbone
 
 log = logging.getLogger("reprozoo.features")
@@ -55,20 +54,17 @@ def cache_features(spec: dict, data_path, out_path, device) -> dict:
             "transform": f"uint8 -> /255 -> normalize(mean={spec['normalize']['mean']}, std={spec['normalize']['std']})"
                          f" -> bilinear antialiased resize to {spec['image_size']}px",
             "image_size": spec["image_size"], "dim": int(features["x_train"].shape[1]), "dtype": "float16",
-            "seconds": round(seconds, 3), **stamp(device, 0)}
-    with atomic_path(out_path) as tmp:
-        torch.save({**features, "meta": meta}, tmp)
+            **stamp(device, 0)}
+    meta.pop("git_revision")  # the record holds what defines the features, nothing that changes per run or
+    save_torch(out_path, {**features, "meta": meta})  # commit: the same features are the same bytes
     log.info("%s features of %d + %d images (%d-dim) in %.1fs -> %s", spec["name"], len(features["y_train"]),
              len(features["y_test"]), meta["dim"], seconds, out_path)
     return meta
 
 
 def load_features(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: not found (run the cache_features stage first)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not {"x_train", "y_train", "x_test", "y_test", "meta"} <= blob.keys():
+    blob = load_torch(path, "features", "cache_features")
+    if not isinstance(blob, dict) or not {"x_train", "y_train", "x_test", "y_test", "meta"} <= blob.keys():
         raise DataError(f"{path}: not a features file (missing arrays)")
     return blob
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from reprozoo.config import ROOT
+from reprozoo.errors import DiskFull, UserError
 
 
 @contextlib.contextmanager
@@ -30,8 +32,50 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"{path}: no space left on device (or quota exceeded) while writing it; nothing was "
+                           f"written: free space under {path.parent}/ and rerun") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_torch(path: str | Path, obj) -> None:
+    """torch.save, atomically, through an open file: the zip's record names are then fixed
+    ('archive/...') instead of taken from the random temp name, so the same tensors give the
+    same bytes and DVC/Snakemake see no change where there is none."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
+def load_torch(path: str | Path, what: str, stage: str):
+    """torch.load with weights_only=True (never unpickles code); a missing, truncated or
+    crafted file is one line naming it and the stage that writes it."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found (run the {stage} stage first)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ArtifactError(f"{path}: refused to load {what}: it holds Python objects other than tensors "
+                            f"({first[:160]}); rerun the {stage} stage to rewrite it") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{path}: not a readable {what} file, truncated or corrupt ({first[:160]}); "
+                            f"rerun the {stage} stage to rewrite it") from None
+
+
+class ArtifactError(UserError):
+    """A pipeline artifact is missing, truncated or not what it claims to be."""
 
 
 def write_json(path: str | Path, data) -> None:
@@ -52,8 +96,11 @@ def write_csv(path: str | Path, frame, **kwargs) -> None:
 def read_json(path: str | Path):
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (run the stage that writes it first)")
-    return json.loads(path.read_text())
+        raise ArtifactError(f"{path}: not found (run the stage that writes it first)")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e}); rerun the stage that writes it") from None
 
 
 def git_revision() -> str:

@@ -11,7 +11,7 @@ import torch
 from reprozoo.data import labelled_mask, read_split
 from reprozoo.features import model_inputs
 from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
-from reprozoo.io import atomic_path, read_json, stamp, write_csv, write_json
+from reprozoo.io import read_json, save_torch, stamp, write_csv, write_json
 from reprozoo.models import count_parameters, create_model, setting_deviations
 
 log = logging.getLogger("reprozoo.train")
@@ -49,8 +49,7 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     duration = time.perf_counter() - start
 
     frame = pd.DataFrame(history).rename(columns={"val_loss": "test_loss", "val_accuracy": "test_accuracy"})
-    with atomic_path(weights_path) as tmp:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in runner.model.state_dict().items()}, tmp)
+    save_torch(weights_path, {k: v.detach().cpu().contiguous() for k, v in runner.model.state_dict().items()})
     write_csv(history_path, frame, index=False)
     run = {"model": cfg["name"], "arch": cfg["arch"], "params": count_parameters(model), "lr": lr,
            "epochs": epochs, "hparams": best["source"], "duration_s": round(duration, 3),
