@@ -166,9 +166,6 @@ def validate_config(cfg: dict) -> None:
             raise ConfigError(f"config key 'models.{name}.arch': unknown architecture "
                               f"'{section['arch']}' (registered: {', '.join(sorted(archs))})")
         _check_args(f"models.{name}.args", section["arch"], section.get("args", {}))
-    for name, ablation in cfg.get("ablations", {}).items():
-        _check_args(f"ablations.{name}.set.args", cfg["models"][ablation["base"]]["arch"],
-                    ablation["set"].get("args", {}))
         if "backbone" in section and section["backbone"] not in cfg.get("backbones", {}):
             raise ConfigError(f"config key 'models.{name}.backbone': unknown backbone '{section['backbone']}' "
                               f"(defined: {', '.join(sorted(cfg.get('backbones', {}))) or 'none'})")
@@ -178,6 +175,9 @@ def validate_config(cfg: dict) -> None:
                 if key not in paper:
                     raise ConfigError(f"config key 'models.{name}.paper.{key}': required by "
                                       "'hparams: paper' but missing")
+    for name, ablation in cfg.get("ablations", {}).items():
+        _check_args(f"ablations.{name}.set.args", cfg["models"][ablation["base"]]["arch"],
+                    ablation["set"].get("args", {}))
 
 
 def _check_lr_ranges(cfg: dict) -> None:
