@@ -1,8 +1,7 @@
-"""`attention`: the class token's attention over the image, per layer of a trained
-vit_tiny-style model, on one test image (the study shows these maps for its ViT).
-
-Each map is the class token's row of the layer's head-averaged attention weights
-over the patches, upsampled to the image and laid over it.
+"""`attention`: a trained model's attention over one test image, per layer (the study
+shows these maps for its ViT). The maps come from the model's registry entry
+(`attention=`, e.g. vit_tiny's class-token attention in reprozoo/models/vit.py);
+each is upsampled to the image and laid over it.
 """
 from __future__ import annotations
 
@@ -17,22 +16,8 @@ from reprozoo.config import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
 from reprozoo.evaluate import load_weights  # noqa: E402
-from reprozoo.models import create_model  # noqa: E402
+from reprozoo.models import create_model, model_entry  # noqa: E402
 from reprozoo.report import save_figure  # noqa: E402
-
-
-@torch.no_grad()
-def class_token_attention(model, x: torch.Tensor) -> list[torch.Tensor]:
-    """x (1, 3, H, W) normalised -> one (H/p, W/p) map per encoder layer."""
-    model.eval()
-    h = model.tokens(x)                                                     # (1, N+1, dim)
-    side = int((h.shape[1] - 1) ** 0.5)
-    maps = []
-    for layer in model.encoder.layers:
-        _, weights = layer.self_attn(h, h, h, need_weights=True, average_attn_weights=True)  # (1, N+1, N+1)
-        maps.append(weights[0, 0, 1:].reshape(side, side))
-        h = layer(h)
-    return maps
 
 
 def attention_figure(cfg: dict, data_path, weights_path, out_path, index: int = 0) -> list[torch.Tensor]:
@@ -40,11 +25,12 @@ def attention_figure(cfg: dict, data_path, weights_path, out_path, index: int = 
     classes = [str(c) for c in arrays["classes"]]
     cpu = torch.device("cpu")
     model = load_weights(create_model(cfg["arch"], len(classes), **cfg["args"]), weights_path, cpu)
-    if not hasattr(model, "encoder"):
-        raise ConfigError(f"model '{cfg['name']}' has no transformer encoder to take attention maps from")
+    attention = model_entry(cfg["arch"]).attention
+    if attention is None:
+        raise ConfigError(f"model '{cfg['name']}' (arch '{cfg['arch']}') declares no attention maps")
     image = torch.from_numpy(arrays["x_test"][index]).permute(2, 0, 1).unsqueeze(0)     # (1, 3, H, W) uint8
     x = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"])(image)
-    maps = class_token_attention(model, x)
+    maps = attention(model, x)
     pred = model(x).argmax(1).item()
 
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 2.9))

@@ -19,8 +19,8 @@ import json
 import logging
 import sys
 
-from reprozoo.config import (ConfigError, load_config, parse_json_arg, resolve_dataset, resolve_model,
-                             validate_against)
+from reprozoo.config import (BACKBONE_BATCH_SIZE, ConfigError, dataset_section, load_config, parse_json_arg,
+                             resolve_dataset, resolve_model, validate_against)
 
 log = logging.getLogger("reprozoo")
 
@@ -35,7 +35,7 @@ def _dataset(text: str) -> dict:
     if not name:
         raise ConfigError("--dataset: missing key 'name'")
     validate_against(value, "dataset", prefix="--dataset")
-    return {"name": name, "image_size": 32, "paper_dataset": value["kind"] == "cifar10", **value}
+    return dataset_section(name, value)
 
 
 def _config_option(p: argparse.ArgumentParser) -> None:
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> None:
         validate_against(spec, "backbone", prefix="--backbone")
         if not name or not normalize:
             raise ConfigError("--backbone: needs 'name' and 'normalize' besides the backbone section")
-        cache_features({"batch_size": 256, **spec, "name": name, "normalize": normalize}, args.data, args.out,
+        cache_features({"batch_size": BACKBONE_BATCH_SIZE, **spec, "name": name, "normalize": normalize}, args.data, args.out,
                        _device(args))
     elif stage == "verify":
         from reprozoo.verify import verify

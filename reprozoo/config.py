@@ -10,6 +10,7 @@ import copy
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import jsonschema
 import yaml
@@ -19,6 +20,11 @@ from reprozoo.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+# Shared defaults, defined once.
+IMAGE_SIZE = 32            # px: datasets are stored at this size unless `datasets.<name>.image_size` says otherwise
+BACKBONE_BATCH_SIZE = 256  # images per forward pass while caching a frozen backbone's features
 
 
 class ConfigError(UserError, ValueError):
@@ -196,7 +202,7 @@ def _check_lr_ranges(cfg: dict) -> None:
 
 def _check_args(key: str, arch: str, args: dict) -> None:
     """The architecture's factory takes these keyword arguments (read from its source, no torch)."""
-    accepted, any_keyword = _registrations()[arch][2]
+    accepted, any_keyword = registered_architectures()[arch][3:]
     unknown = sorted(set(args) - set(accepted) - {"num_classes"})
     if unknown and not any_keyword:
         raise ConfigError(f"config key '{key}.{unknown[0]}': '{arch}' takes no argument '{unknown[0]}' "
@@ -232,7 +238,8 @@ def resolve_backbone(cfg: dict, name: str) -> dict:
     """What cached features depend on: the backbone and the input normalisation, nothing else."""
     if name not in cfg.get("backbones", {}):
         raise ConfigError(f"config key 'backbones': unknown backbone '{name}'")
-    return {"name": name, "batch_size": 256, **cfg["backbones"][name], "normalize": cfg["protocol"]["normalize"]}
+    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **cfg["backbones"][name],
+            "normalize": cfg["protocol"]["normalize"]}
 
 
 def resolve_dataset(cfg: dict, name: str) -> dict:
@@ -240,7 +247,12 @@ def resolve_dataset(cfg: dict, name: str) -> dict:
         raise ConfigError(f"config key 'datasets': unknown dataset '{name}' "
                           f"(defined: {', '.join(sorted(cfg['datasets']))})")
     section = cfg["datasets"][name]
-    return {"name": name, "image_size": 32, "paper_dataset": section["kind"] == "cifar10", **section}
+    return dataset_section(name, section)
+
+
+def dataset_section(name: str, section: dict) -> dict:
+    """A dataset's section as a stage receives it: its name, the stored image size, whether it is the paper's."""
+    return {"name": name, "image_size": IMAGE_SIZE, "paper_dataset": section["kind"] == "cifar10", **section}
 
 
 def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:
@@ -256,37 +268,41 @@ def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:
     return value
 
 
-def _registrations() -> dict[str, tuple[Path, str, tuple[list[str], bool]]]:
-    """Architecture name -> (source file, objective, (keyword names, takes **kwargs)), read from
-    the @register_model decorators.
+class Architecture(NamedTuple):
+    """What the torch-free side (the Snakefile, config checks) knows of a registered architecture:
+    read from its `@register_model(...)` decorator, the same declaration reprozoo.models imports."""
+    source: Path                     # the file that defines it
+    objective: str                   # `objective=`, default "classification"
+    declares: frozenset[str]         # which of attention / reference / samples it declares
+    args: tuple[str, ...]            # the factory's keyword arguments
+    any_keyword: bool                # the factory takes **kwargs
 
-    Parsed with `ast` instead of imported so that it works without torch, and so
-    that the Snakefile can list a model's own source file as an input of its jobs.
-    """
-    found: dict[str, tuple[Path, str, tuple[list[str], bool]]] = {}
+
+def registered_architectures() -> dict[str, Architecture]:
+    """Architecture name -> its declarations, parsed with `ast` instead of imported, so that it
+    works without torch and the Snakefile can list a model's own source file as an input of its jobs."""
+    found: dict[str, Architecture] = {}
     for path in sorted(MODELS_DIR.glob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef):
-                for dec in node.decorator_list:
-                    target = dec.func if isinstance(dec, ast.Call) else dec
-                    if isinstance(target, ast.Name) and target.id == "register_model":
-                        objective = next((kw.value.value for kw in getattr(dec, "keywords", [])
-                                          if kw.arg == "objective" and isinstance(kw.value, ast.Constant)),
-                                         "classification")
-                        names = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
-                        found[node.name] = (path, objective, (names, node.args.kwarg is not None))
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for dec in node.decorator_list:
+                target = dec.func if isinstance(dec, ast.Call) else dec
+                if isinstance(target, ast.Name) and target.id == "register_model":
+                    keywords = {kw.arg: kw.value for kw in getattr(dec, "keywords", [])}
+                    objective = keywords.get("objective")
+                    names = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
+                    found[node.name] = Architecture(
+                        path, objective.value if isinstance(objective, ast.Constant) else "classification",
+                        frozenset(k for k in ("attention", "reference", "samples") if k in keywords),
+                        tuple(names), node.args.kwarg is not None)
     return found
 
 
-def registered_architectures() -> dict[str, Path]:
-    """Architecture name -> source file."""
-    return {name: path for name, (path, _, _) in _registrations().items()}
-
-
-def generative_architectures() -> set[str]:
-    """Architectures trained under a generative objective (they get a samples figure)."""
-    return {name for name, (_, objective, _) in _registrations().items() if objective != "classification"}
+def architectures_declaring(figure: str) -> set[str]:
+    """Architectures whose registry entry declares `figure` (attention, reference, samples)."""
+    return {name for name, arch in registered_architectures().items() if figure in arch.declares}
 
 
 def _sibling_imports(path: Path) -> set[Path]:
@@ -305,7 +321,7 @@ def model_sources(arch: str) -> list[Path]:
     archs = registered_architectures()
     if arch not in archs:
         raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(sorted(archs))})")
-    files, todo = [], [archs[arch]]
+    files, todo = [], [archs[arch].source]
     while todo:
         path = todo.pop()
         if path not in files:

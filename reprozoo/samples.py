@@ -1,11 +1,15 @@
 """`samples`: what a generative classifier has learnt to draw, from its trained weights.
 
-- vae (M2): test images beside their reconstructions (y as q(y|x) predicts it),
-  and a class-conditional sample grid, one row per class, z from the prior;
-- acgan: a class-conditional sample grid, one row per class, and the
-  generator / discriminator loss curves from the training history.
+What to show is declared by the model on its registry entry (`samples=`, in
+reprozoo/models/): e.g. the vae's test images over their reconstructions and a
+class-conditional grid, the acgan's grid and its players' loss curves. This module
+loads the model, builds the inputs every figure may use (the first test images, a
+class-conditional grid with one row per class, the training history) and draws
+the panels the model returns.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import matplotlib
 
@@ -19,7 +23,7 @@ from reprozoo.config import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
 from reprozoo.evaluate import load_weights  # noqa: E402
-from reprozoo.models import create_model, objective_name  # noqa: E402
+from reprozoo.models import create_model, model_entry  # noqa: E402
 from reprozoo.report import save_figure  # noqa: E402
 
 PER_CLASS = 10      # samples per row of the grid
@@ -41,38 +45,40 @@ def class_grid(model, num_classes: int, seed: int = 0) -> torch.Tensor:
 
 
 def samples_figure(cfg: dict, data_path, weights_path, history_path, out_path) -> dict:
-    objective = objective_name(cfg["arch"])
-    if objective == "classification":
+    """The figure a generative model declares on its registry entry (`samples=`), drawn here:
+    each panel is an image grid (`images`, `nrow`) or curves from the training history
+    (`curves`: {label: history column})."""
+    draw = model_entry(cfg["arch"]).samples
+    if draw is None:
         raise ConfigError(f"model '{cfg['name']}' is not generative (arch '{cfg['arch']}'): nothing to sample")
     arrays = load_arrays(data_path)
     classes = [str(c) for c in arrays["classes"]]
     cpu = torch.device("cpu")
     torch.manual_seed(cfg["seed"])
     model = load_weights(create_model(cfg["arch"], len(classes), **cfg["args"]), weights_path, cpu).eval()
-    grid = class_grid(model, len(classes), cfg["seed"])
-    rows = f"one row per class: {', '.join(classes)}" if len(classes) <= 10 else "one row per class"
+    inputs = SimpleNamespace(
+        x_test=torch.from_numpy(arrays["x_test"][:RECONSTRUCTED]).permute(0, 3, 1, 2),   # (n, 3, H, W) uint8
+        normalize=Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"]),
+        grid=class_grid(model, len(classes), cfg["seed"]), per_class=PER_CLASS,
+        rows=f"one row per class: {', '.join(classes)}" if len(classes) <= 10 else "one row per class",
+        history=pd.read_csv(history_path))
+    with torch.no_grad():
+        title, panels = draw(model, inputs)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5.6))
-    if objective == "vae_m2":
-        x = torch.from_numpy(arrays["x_test"][:RECONSTRUCTED]).permute(0, 3, 1, 2)
-        normalize = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"])
-        recon = model.reconstruct(normalize(x))
-        pairs = torch.cat([x.float() / 255, recon])          # row 1: test images, row 2: reconstructions
-        _show(axes[0], pairs, RECONSTRUCTED, "test images (top) and reconstructions (bottom)")
-        _show(axes[1], grid, PER_CLASS, f"samples p(x|y,z), z ~ N(0, I); {rows}")
-    else:
-        _show(axes[0], grid, PER_CLASS, f"samples G(z, y); {rows}")
-        history = pd.read_csv(history_path)
-        ax = axes[1]
-        ax.plot(history["epoch"], history["train_discriminator"], marker="o", label="discriminator")
-        ax.plot(history["epoch"], history["train_generator"], marker="o", label="generator")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if "images" in panel:
+            _show(ax, panel["images"], panel["nrow"], panel["title"])
+            continue
+        for label, column in panel["curves"].items():
+            ax.plot(inputs.history["epoch"], inputs.history[column], marker="o", label=label)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("mean loss per batch")
+        ax.set_ylabel(panel.get("ylabel", ""))
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_title("adversarial losses (training)", fontsize=9)
+        ax.set_title(panel["title"], fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{cfg['name']}: {'semi-supervised VAE (M2)' if objective == 'vae_m2' else 'AC-GAN'}", fontsize=11)
+    fig.suptitle(f"{cfg['name']}: {title}", fontsize=11)
     fig.tight_layout()
     save_figure(fig, out_path)
-    return {"model": cfg["name"], "objective": objective, "images": int(grid.shape[0])}
+    return {"model": cfg["name"], "objective": model_entry(cfg["arch"]).objective, "images": int(inputs.grid.shape[0])}

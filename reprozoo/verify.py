@@ -4,13 +4,12 @@
 2. One training step of the model's objective (cross-entropy, or the VAE's ELBO,
    or the AC-GAN's two players' losses): every trainable parameter gets a finite
    gradient, and none that should learn gets an all-zero one.
-3. Reference comparisons where a reference exists, as max abs difference and
-   cosine similarity under stated tolerances:
-   - resnet18*: each of our stages vs torchvision's resnet18 with the same weights;
-   - vit_tiny: each encoder block vs a fresh nn.TransformerEncoderLayer with copied
-     weights, and vs an independent functional implementation (post-norm, ReLU);
-   - patch embeddings (vit_tiny, patch_lstm): the stride-p conv vs unfold + linear;
-   - vit_b16 probe backbone: our features vs torchvision's vit_b_16 run by hand.
+3. Reference comparisons where the architecture declares them on its registry
+   entry (`@register_model(reference=...)` in reprozoo/models/), as max abs
+   difference and cosine similarity under stated tolerances: e.g. resnet18's
+   stages vs torchvision's, vit_tiny's blocks vs nn.TransformerEncoderLayer and
+   a functional implementation, patch embeddings vs unfold + linear, and a
+   probe's frozen backbone vs torchvision's vit_b_16 run by hand.
 A failed check raises VerifyError naming the module and by how much.
 """
 from __future__ import annotations
@@ -21,9 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprozoo.config import IMAGE_SIZE
 from reprozoo.engine import Normalize, seed_everything
 from reprozoo.io import write_json
-from reprozoo.models import count_parameters, create_model, objective_name
+from reprozoo.models import count_parameters, create_model, model_entry, objective_name
+from reprozoo.models.pretrained import create_backbone
 from reprozoo.objectives import get_objective
 
 MAX_ABS_DIFF = 1e-4     # fp32 on CPU: reorderings of the same sums stay far below this
@@ -39,7 +40,7 @@ def fixed_input(arch_args: dict, cfg: dict, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     if cfg.get("backbone"):  # a head on cached features
         return torch.randn(BATCH, cfg["args"].get("in_features", 768), generator=gen)
-    return torch.randn(BATCH, 3, 32, 32, generator=gen)
+    return torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE, generator=gen)
 
 
 def _first_tensor(out):
@@ -129,67 +130,22 @@ def compare(name: str, ours: torch.Tensor, ref: torch.Tensor) -> dict:
 
 # ------------------------------------------------------------------ references
 
-def reference_encoder_layer(layer: nn.TransformerEncoderLayer, x: torch.Tensor) -> torch.Tensor:
-    """Post-norm Transformer block written out by hand (batch-first, eval mode, ReLU)."""
-    attn = layer.self_attn
-    heads, (b, n, d) = attn.num_heads, x.shape
-    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    split = lambda t: t.view(b, n, heads, d // heads).transpose(1, 2)     # noqa: E731  (B, h, N, d/h)
-    weights = torch.softmax(split(q) @ split(k).transpose(-2, -1) / math.sqrt(d // heads), dim=-1)
-    a = (weights @ split(v)).transpose(1, 2).reshape(b, n, d)
-    x = layer.norm1(x + F.linear(a, attn.out_proj.weight, attn.out_proj.bias))
-    return layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
-
-
-def reference_patch_embed(embed: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Patch embedding as unfold + linear, with the conv's weights."""
-    conv = embed.proj
-    p = conv.kernel_size[0]
-    patches = F.unfold(x, kernel_size=p, stride=p).transpose(1, 2)          # (B, N, 3*p*p)
-    return F.linear(patches, conv.weight.flatten(1), conv.bias)              # (B, N, dim)
-
-
 def reference_checks(model: nn.Module, arch: str, x: torch.Tensor, args: dict | None = None) -> list[dict]:
-    checks = []
+    """The architecture's own reference outputs (declared on its registry entry), compared."""
+    reference = model_entry(arch).reference
+    if reference is None:
+        return []
     model.eval()
     with torch.no_grad():
-        # torchvision's resnet18 is the reference only with its residual connections (not for that ablation)
-        if arch in ("resnet18", "resnet18_pretrained") and (args or {}).get("residual", True):
-            from torchvision.models import resnet18
+        return [compare(what, ours, theirs) for what, ours, theirs in reference(model, x, args or {})]
 
-            ref = resnet18(weights=None, num_classes=model.fc.out_features).eval()
-            ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("conv1.")},
-                                strict=False)
-            h = model.relu(model.bn1(model.conv1(x)))
-            for stage in ("layer1", "layer2", "layer3", "layer4"):
-                ours, theirs = getattr(model, stage)(h), getattr(ref, stage)(h)
-                checks.append(compare(f"{stage} vs torchvision resnet18.{stage}", ours, theirs))
-                h = ours
-            checks.append(compare("avgpool+fc vs torchvision", model.fc(torch.flatten(model.avgpool(h), 1)),
-                                  ref.fc(torch.flatten(ref.avgpool(h), 1))))
-        if hasattr(model, "patch_embed"):
-            checks.append(compare("patch_embed vs unfold + linear", model.patch_embed(x),
-                                  reference_patch_embed(model.patch_embed, x)))
-        if arch == "vit_tiny":
-            h = model.tokens(x)
-            for i, layer in enumerate(model.encoder.layers):
-                fresh = nn.TransformerEncoderLayer(layer.self_attn.embed_dim, layer.self_attn.num_heads,
-                                                   layer.linear1.out_features, batch_first=True).eval()
-                fresh.load_state_dict(layer.state_dict())
-                ours = layer(h)
-                checks.append(compare(f"encoder.layers.{i} vs nn.TransformerEncoderLayer (copied weights)",
-                                      ours, fresh(h)))
-                checks.append(compare(f"encoder.layers.{i} vs functional reference",
-                                      ours, reference_encoder_layer(layer, h)))
-                h = ours
-        if arch == "vit_b16_probe":
-            vit = model.backbone.vit
-            images = F.interpolate(x, size=(model.backbone.image_size,) * 2, mode="bilinear", antialias=True)
-            tokens = vit._process_input(images)
-            tokens = torch.cat([vit.class_token.expand(len(x), -1, -1), tokens], dim=1)
-            checks.append(compare("backbone vs torchvision vit_b_16 run by hand", model.backbone(x),
-                                  vit.encoder(tokens)[:, 0]))
-    return checks
+
+def backbone_checks(backbone_cfg: dict, seed: int) -> list[dict]:
+    """A probe's frozen backbone (random weights: structure is what is checked) beside its reference."""
+    backbone = create_backbone(backbone_cfg["arch"], "none", backbone_cfg["image_size"]).eval()
+    x = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return [compare(what, ours, theirs) for what, ours, theirs in backbone.reference_outputs(x)]
 
 
 # ------------------------------------------------------------------ the stage
@@ -210,10 +166,7 @@ def verify(cfg: dict, out_path, expect: dict | None = None, num_classes: int = 1
     model = create_model(cfg["arch"], num_classes, **args)
     x = fixed_input(args, cfg, seed)
     if cfg.get("backbone"):  # also verify the frozen backbone the head's features come from
-        b = cfg["backbone"]
-        probe = create_model("vit_b16_probe", num_classes, weights="none", image_size=b["image_size"])
-        reference = reference_checks(probe, "vit_b16_probe", torch.randn(2, 3, 32, 32,
-                                                                          generator=torch.Generator().manual_seed(seed)))
+        reference = backbone_checks(cfg["backbone"], seed)
     else:
         reference = reference_checks(model, cfg["arch"], x, args)
     batch = Batch(cfg, x, num_classes, seed)

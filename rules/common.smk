@@ -7,8 +7,8 @@ import sys
 sys.path.insert(0, workflow.basedir)
 from reprozoo.config import (
     ConfigError,
+    architectures_declaring,
     expand_ablations,
-    generative_architectures,
     model_sources,
     resolve_backbone,
     resolve_dataset,
@@ -154,16 +154,15 @@ def study_seed_history(wildcards):
     return HISTORY.format(dataset=wildcards.dataset, model=wildcards.model, seed=config["seed"])
 
 
-# models whose attention maps the report shows (the study shows them for its ViT)
-VIT_MODELS = [m for m in MODELS if config["models"][m]["arch"] == "vit_tiny"]
-# models trained under a generative objective (vae, acgan): their sample grids
-GENERATIVE_MODELS = [m for m in MODELS if config["models"][m]["arch"] in generative_architectures()]
+# figures a model's registry entry declares (reprozoo/models/): attention maps, sample grids
+ATTENTION_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring("attention")]
+SAMPLES_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring("samples")]
 
 
 def all_reports():
     return (
         expand([TABLE_CSV, TABLE_MD, ACCURACY_PLOT], dataset=DATASETS)
         + expand([CURVES, CONFUSION_PLOT], dataset=DATASETS, model=MODELS)
-        + expand(ATTENTION_PLOT, dataset=DATASETS, model=VIT_MODELS)
-        + expand(SAMPLES_PLOT, dataset=DATASETS, model=GENERATIVE_MODELS)
+        + expand(ATTENTION_PLOT, dataset=DATASETS, model=ATTENTION_MODELS)
+        + expand(SAMPLES_PLOT, dataset=DATASETS, model=SAMPLES_MODELS)
     )

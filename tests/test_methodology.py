@@ -195,7 +195,7 @@ def test_ablations_skip_when_their_base_does_not_run(tmp_path):
 # ------------------------------------------------------------------ figures
 
 def test_class_token_attention_maps_per_layer():
-    from reprozoo.attention import class_token_attention
+    from reprozoo.models.vit import class_token_attention
 
     torch.manual_seed(0)
     maps = class_token_attention(create_model("vit_tiny"), torch.randn(1, 3, 32, 32))

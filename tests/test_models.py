@@ -1,10 +1,14 @@
 """Every registered model: output shape, exact parameter count, and that it learns."""
+import inspect
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from reprozoo.config import ConfigError, registered_architectures
-from reprozoo.models import count_parameters, create_model, list_models
+from reprozoo.models import count_parameters, create_model, list_models, model_entry
 
 # The study's reported counts (DESIGN.md); every config model of that arch must match.
 EXPECTED_PARAMS = {"mlp": 1_707_274, "cnn": 1_147_914, "resnet18": 11_173_962, "resnet18_pretrained": 11_173_962,
@@ -27,6 +31,31 @@ def batch(arch, n):
 def test_registry_matches_the_source_scan():
     assert set(list_models()) == set(registered_architectures())
     assert set(EXPECTED_PARAMS) <= set(list_models())
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_torch_free_view_reads_the_same_declarations(arch):
+    """The Snakefile's view (parsed decorators) and the imported entry agree on everything it uses."""
+    view, entry = registered_architectures()[arch], model_entry(arch)
+    assert view.objective == entry.objective
+    assert view.declares == {k for k in ("attention", "reference", "samples") if getattr(entry, k) is not None}
+    assert list(view.args) == list(inspect.signature(entry.factory).parameters)
+    assert view.source.name == inspect.getsourcefile(entry.factory).split("/")[-1]
+
+
+def test_no_architecture_is_named_outside_the_model_room():
+    """Stages ask a model's registry entry; they never branch on an architecture or objective name."""
+    root = Path(__file__).resolve().parent.parent
+    names = set(list_models()) | {model_entry(a).objective for a in list_models()} - {"classification"}
+    # `arch == ...`, `["arch"] != ...`, `objective == ...`, or a registered name as a string literal
+    pattern = re.compile(r"""\b(arch|objective)\b\W{0,3}\s*(==|!=)|["'](%s)["']""" % "|".join(sorted(names)))
+    offenders = []
+    for path in [*root.glob("reprozoo/*.py"), *root.glob("rules/*.smk"), root / "Snakefile"]:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            code = line.split("#", 1)[0]
+            if pattern.search(code) and "name = " not in code:
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert offenders == []
 
 
 @pytest.mark.parametrize("arch", list_models())

@@ -2,43 +2,70 @@
 
 Each architecture lives in its own file in this folder and registers a factory
 `name(num_classes=10, **args) -> nn.Module`. Importing this package imports
-every model file, so `list_models()` sees them all. A factory registered with
-`@register_model(objective="vae_m2")` trains under that objective of
-`reprozoo.objectives` (default: plain classification); every model's
-`forward(x)` gives class logits, which evaluation and the report use.
+every model file, so `list_models()` sees them all. Everything the pipeline knows
+about one architecture is declared on its registry entry, beside its code, so no
+stage ever tests an architecture's name:
+
+- `objective`: what a training step minimises (`reprozoo.objectives`; default
+  plain classification). Every model's `forward(x)` gives class logits.
+- `attention`: `(model, x) -> [map per layer]`, the report's attention figure.
+- `reference`: `(model, x, args) -> [(what, ours, reference)]`, outputs of the
+  model's parts beside an independent implementation (torchvision, nn.*, by hand)
+  that `verify` compares.
+- `samples`: `(model, inputs) -> (title, panels)`, the samples figure of a
+  generative model (reprozoo/samples.py draws the panels).
+
+The Snakefile, which must not import torch, reads the same decorators through
+`reprozoo.config.registered_architectures()` (tests check the two views agree).
 """
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
 from reprozoo.config import ConfigError
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-_OBJECTIVES: dict[str, str] = {}
+@dataclass(frozen=True)
+class ModelEntry:
+    """One architecture: its factory and what the stages need to know about it."""
+    name: str
+    factory: Callable[..., nn.Module]
+    objective: str = "classification"
+    attention: Callable | None = None
+    reference: Callable | None = None
+    samples: Callable | None = None
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, objective: str = "classification"):
-    """`@register_model` or `@register_model(objective=...)`."""
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, objective: str = "classification",
+                   attention: Callable | None = None, reference: Callable | None = None,
+                   samples: Callable | None = None):
+    """`@register_model` or `@register_model(objective=..., attention=..., reference=..., samples=...)`."""
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _REGISTRY:
             raise ValueError(f"model '{fn.__name__}' registered twice")
-        _REGISTRY[fn.__name__] = fn
-        _OBJECTIVES[fn.__name__] = objective
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, objective, attention, reference, samples)
         return fn
 
     return register(fn) if fn is not None else register
 
 
+def model_entry(arch: str) -> ModelEntry:
+    if arch not in _REGISTRY:
+        raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(list_models())})")
+    return _REGISTRY[arch]
+
+
 def objective_name(arch: str) -> str:
     """The training objective an architecture was registered with."""
-    if arch not in _OBJECTIVES:
-        raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(list_models())})")
-    return _OBJECTIVES[arch]
+    return model_entry(arch).objective
 
 
 def list_models() -> list[str]:
@@ -46,10 +73,9 @@ def list_models() -> list[str]:
 
 
 def create_model(arch: str, num_classes: int = 10, **args) -> nn.Module:
-    if arch not in _REGISTRY:
-        raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(list_models())})")
+    factory = model_entry(arch).factory
     try:
-        return _REGISTRY[arch](num_classes=num_classes, **args)
+        return factory(num_classes=num_classes, **args)
     except TypeError as e:  # wrong keyword in the config's args
         raise ConfigError(f"config key 'models.*.args' of '{arch}': {e}") from None
 
@@ -69,7 +95,7 @@ def setting_deviations(cfg: dict) -> list[str]:
     from reprozoo.models.pretrained import BACKBONES
 
     notes = [f"{k}={v!r} (paper {d!r})" for k, v in sorted(cfg["args"].items())
-             if (d := _defaults(_REGISTRY[cfg["arch"]]).get(k, v)) != v]
+             if (d := _defaults(model_entry(cfg["arch"]).factory).get(k, v)) != v]
     backbone = cfg.get("backbone")
     if backbone:
         defaults = _defaults(BACKBONES[backbone["arch"]].__init__)

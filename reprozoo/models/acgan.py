@@ -68,6 +68,16 @@ class ACGAN(nn.Module):
         return self.generator(z, y)
 
 
-@register_model(objective="acgan")
+def acgan_samples(model: ACGAN, inputs) -> tuple[str, list[dict]]:
+    """The samples figure (reprozoo/samples.py draws it): the class-conditional grid, and the two
+    players' losses over training."""
+    return "AC-GAN", [
+        {"title": f"samples G(z, y); {inputs.rows}", "images": inputs.grid, "nrow": inputs.per_class},
+        {"title": "adversarial losses (training)", "ylabel": "mean loss per batch",
+         "curves": {"discriminator": "train_discriminator", "generator": "train_generator"}},
+    ]
+
+
+@register_model(objective="acgan", samples=acgan_samples)
 def acgan(num_classes: int = 10, z_dim: int = 100, width: int = 64, dropout: float = 0.3) -> nn.Module:
     return ACGAN(num_classes, z_dim, width, dropout)

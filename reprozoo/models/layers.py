@@ -1,5 +1,6 @@
 """Building blocks shared by several architectures (no registered models here)."""
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -18,3 +19,11 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, dim, H/p, W/p) -> (B, N, dim)
+
+
+def patch_embed_reference(embed: PatchEmbed, x: torch.Tensor) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """The stride-p conv beside patches cut by unfold and projected by linear, with the conv's weights."""
+    conv = embed.proj
+    p = conv.kernel_size[0]
+    patches = F.unfold(x, kernel_size=p, stride=p).transpose(1, 2)          # (B, N, 3*p*p)
+    return "patch_embed vs unfold + linear", embed(x), F.linear(patches, conv.weight.flatten(1), conv.bias)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from reprozoo.models import register_model
-from reprozoo.models.layers import PatchEmbed
+from reprozoo.models.layers import PatchEmbed, patch_embed_reference
 
 
 class PatchLSTM(nn.Module):
@@ -31,7 +31,11 @@ class PatchLSTM(nn.Module):
         return self.head(out[:, -1])                          # last step -> (B, classes)
 
 
-@register_model
+def lstm_references(model: PatchLSTM, x: torch.Tensor, args: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    return [patch_embed_reference(model.patch_embed, x)]
+
+
+@register_model(reference=lstm_references)
 def patch_lstm(num_classes: int = 10, image_size: int = 32, patch_size: int = 2, dim: int = 128, hidden: int = 256,
                layers: int = 2, bidirectional: bool = True, dropout: float = 0.1) -> nn.Module:
     return PatchLSTM(num_classes, image_size, patch_size, dim, hidden, layers, bidirectional, dropout)

@@ -19,7 +19,7 @@ from torchvision.models.vision_transformer import interpolate_embeddings
 
 from reprozoo.config import ConfigError
 from reprozoo.models import register_model
-from reprozoo.models.resnet import cifar_stem
+from reprozoo.models.resnet import cifar_stem, resnet_references
 
 PAPER_IMAGE_SIZE = 224  # the study upsamples 32 -> 224 for ViT-B/16
 
@@ -46,7 +46,7 @@ def load_pretrained(enum, name: str) -> dict[str, torch.Tensor]:
                           f"(or set TORCH_HOME)") from None
 
 
-@register_model
+@register_model(reference=resnet_references)
 def resnet18_pretrained(num_classes: int = 10, weights: str = "IMAGENET1K_V1") -> nn.Module:
     """torchvision resnet18 with ImageNet weights, then the study's CIFAR stem: a new
     3x3 stride-1 conv1, no maxpool, a new 512->classes fc. Every other layer keeps
@@ -85,6 +85,14 @@ class ViTB16Features(nn.Module):
                                           antialias=True, align_corners=False)
         return self.vit(x)                                  # (B, 768)
 
+    def reference_outputs(self, x: torch.Tensor) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """Our features beside torchvision's vit_b_16 run by hand (patchify, class token, encoder)."""
+        vit = self.vit
+        images = nn.functional.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
+        tokens = vit._process_input(images)
+        tokens = torch.cat([vit.class_token.expand(len(x), -1, -1), tokens], dim=1)
+        return [("backbone vs torchvision vit_b_16 run by hand", self(x), vit.encoder(tokens)[:, 0])]
+
 
 BACKBONES = {"vit_b16": ViTB16Features}
 
@@ -115,7 +123,11 @@ class FrozenProbe(nn.Module):
         return self.head(features.float())
 
 
-@register_model
+def probe_references(model: "FrozenProbe", x: torch.Tensor, args: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    return model.backbone.reference_outputs(x)
+
+
+@register_model(reference=probe_references)
 def vit_b16_probe(num_classes: int = 10, weights: str = "IMAGENET1K_V1",
                   image_size: int = PAPER_IMAGE_SIZE) -> nn.Module:
     """The study's ViT-B/16 linear probe end to end: 7,690 trainable parameters."""

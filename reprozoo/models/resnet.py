@@ -3,6 +3,7 @@ stride-1 conv without bias, the stem maxpool is removed, fc is 512-10
 (11,173,962 params)."""
 import types
 
+import torch
 from torch import nn
 from torchvision.models import resnet18 as tv_resnet18
 
@@ -32,7 +33,26 @@ def remove_residuals(net: nn.Module) -> nn.Module:
     return net
 
 
-@register_model
+def resnet_references(model: nn.Module, x: torch.Tensor, args: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Each of our stages beside torchvision's resnet18 with the same weights (the 3x3 stem is ours,
+    so both start from its output). torchvision is the reference only with the residual connections:
+    none for the ablation that removes them."""
+    if not args.get("residual", True):
+        return []
+    ref = tv_resnet18(weights=None, num_classes=model.fc.out_features).eval()
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("conv1.")}, strict=False)
+    h = model.relu(model.bn1(model.conv1(x)))
+    outputs = []
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        ours = getattr(model, stage)(h)
+        outputs.append((f"{stage} vs torchvision resnet18.{stage}", ours, getattr(ref, stage)(h)))
+        h = ours
+    outputs.append(("avgpool+fc vs torchvision", model.fc(torch.flatten(model.avgpool(h), 1)),
+                    ref.fc(torch.flatten(ref.avgpool(h), 1))))
+    return outputs
+
+
+@register_model(reference=resnet_references)
 def resnet18(num_classes: int = 10, residual: bool = True) -> nn.Module:
     net = cifar_stem(tv_resnet18(weights=None), num_classes)
     return net if residual else remove_residuals(net)

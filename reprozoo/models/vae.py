@@ -71,7 +71,19 @@ class M2(nn.Module):
         return torch.sigmoid(self.decode(mu, y))
 
 
-@register_model(objective="vae_m2")
+def vae_samples(model: M2, inputs) -> tuple[str, list[dict]]:
+    """The samples figure (reprozoo/samples.py draws it): test images over their reconstructions,
+    and the class-conditional grid from the prior."""
+    x = inputs.x_test                                       # (n, 3, H, W) uint8
+    recon = model.reconstruct(inputs.normalize(x))
+    return "semi-supervised VAE (M2)", [
+        {"title": "test images (top) and reconstructions (bottom)", "images": torch.cat([x.float() / 255, recon]),
+         "nrow": len(x)},
+        {"title": f"samples p(x|y,z), z ~ N(0, I); {inputs.rows}", "images": inputs.grid, "nrow": inputs.per_class},
+    ]
+
+
+@register_model(objective="vae_m2", samples=vae_samples)
 def vae(num_classes: int = 10, z_dim: int = 32, channels=(32, 64, 128), hidden: int = 512,
         alpha: float = 50.0) -> nn.Module:
     return M2(num_classes, z_dim, tuple(channels), hidden, alpha)
