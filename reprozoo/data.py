@@ -95,6 +95,8 @@ def extract_tar(archive: Path, dest: Path) -> None:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for member in members:
+                if member.name.startswith(("/", os.sep)):  # the filter would strip the slash; refuse it
+                    raise tarfile.AbsolutePathError(member)
                 tarfile.data_filter(member, str(dest))
             tar.extractall(dest, members=members, filter="data")
     except tarfile.FilterError as e:
