@@ -210,7 +210,8 @@ def test_extra_test_roots_reach_evaluate_as_literal_words(tmp_path):
     for argv in commands:
         given = [argv[i + 1] for i, a in enumerate(argv) if a == "--extra-test"]
         assert given == [f"{k}={roots[k]}" for k in sorted(roots)]
-    assert run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", "--configfile", "extra.yaml", cwd=work).returncode == 0
+    result = run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", "--configfile", "extra.yaml", cwd=work)
+    assert result.returncode == 0, result.stderr
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     for model in ("mlp", "cnn"):
         stage = stages[f"evaluate-digits-{model}-3407"]
@@ -301,8 +302,8 @@ def test_shell_syntax_in_roots_runs_nothing_and_is_read_literally(pipeline):
 @pytest.mark.parametrize("change", ["edit train image", "remove test image", "add train image"])
 def test_changing_an_image_reruns_prepare_and_everything_after_it_in_both_engines(pipeline, change):
     work, data_root, _, _ = pipeline
-    target = {"edit train image": data_root / "train/dog/0003.png", "remove test image": data_root / "test/cat/0001.png",
-              "add train image": data_root / "train/cat/new.png"}[change]
+    target = data_root / {"edit train image": "train/dog/0003.png", "remove test image": "test/cat/0001.png",
+                          "add train image": "train/cat/new.png"}[change]
     before = target.read_bytes() if target.exists() else None
     try:
         if change == "remove test image":
