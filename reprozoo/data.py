@@ -100,7 +100,7 @@ def extract_tar(archive: Path, dest: Path) -> None:
                 tarfile.data_filter(member, str(dest))
             tar.extractall(dest, members=members, filter="data")
     except tarfile.FilterError as e:
-        raise DataError(f"{archive}: refusing to extract, member outside {dest}/ ({e}); "
+        raise DataError(f"{archive}: refusing to extract into {dest}/, unsafe member ({e}); "
                         "delete the archive and get a genuine one") from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataError(f"{archive}: cannot extract ({e}); delete it and rerun") from None
