@@ -2,8 +2,10 @@
 
 The Snakefile is the one definition of the DAG. This module asks Snakemake for
 every job it would run (`--forceall`) and writes one DVC stage per job, with
-the job's input files as `deps`, its output files as `outs` and its shell
-command, rewritten in four ways only:
+the job's input files as `deps` (plus the image folders a job reads, its
+`params.trees`: Snakemake sees their content through that digest, DVC through
+hashing the folders), its output files as `outs` and its shell command,
+rewritten in four ways only:
 
 - `--model JSON` / `--dataset JSON` / `--papers JSON` become `--config config.yaml
   [--config override.yaml] --model-name NAME` (resp. `--dataset-name`; papers come
@@ -89,8 +91,10 @@ def _snakemake_jobs(configfiles: list[str]) -> list[dict]:
                     continue  # a target rule such as `all`
                 if not job.shellcmd:
                     raise ConfigError(f"rule {job.rule.name}: no shell command, so no DVC stage")
+                trees = job.params.get("trees") or {}  # image folders the job reads (rules/common.smk)
                 jobs.append({"rule": job.rule.name, "wildcards": dict(job.wildcards_dict),
-                             "deps": [str(f) for f in job.input], "outs": [str(f) for f in job.output],
+                             "deps": [str(f) for f in job.input] + list(trees),
+                             "outs": [str(f) for f in job.output],
                              "cmd": job.shellcmd})
         return jobs
 
@@ -182,8 +186,14 @@ class _Pipeline:
         if use_config:
             cmd[4:4] = [a for f in self.files for a in ("--config", f)]
 
+        ours = {"${" + key + "}" for key in SPLIT_VARS.values()}
+        for token in [*cmd, *job["deps"]]:
+            if "${" in token and token not in ours:  # DVC would substitute it
+                raise ConfigError(f"rule {job['rule']}: '{token}' contains '${{', which DVC would read as "
+                                  "a variable; rename that path or config value")
+
         def quote(token: str) -> str:
-            return token if token.startswith("${") else shlex.quote(token)
+            return token if token in ours else shlex.quote(token)
 
         stage = {"cmd": " ".join(quote(t) for t in cmd)}
         if job["deps"]:

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from functools import lru_cache
 
 sys.path.insert(0, workflow.basedir)
 from reprozoo.config import (
@@ -101,7 +102,39 @@ def ablations_json(wildcards):
 
 
 def extra_test_args(wildcards):
-    return " ".join(f"--extra-test {name}={spec['root']}" for name, spec in sorted(config.get("extra_test", {}).items()))
+    """`--extra-test NAME=ROOT ...` as a list: the rule writes it with `:q`, one quoted word each."""
+    return [arg for name, spec in sorted(config.get("extra_test", {}).items())
+            for arg in ("--extra-test", f"{name}={spec['root']}")]
+
+
+# ------------------------------------------------------------------ image folders as inputs
+# Image files are not Snakemake inputs (a folder input is only its own mtime). Instead a
+# rule that reads an image tree gets `params: trees={folder: content digest}`, computed
+# here at DAG time: editing, adding or removing an image changes the params, and the
+# `params` rerun trigger (profiles/default) reruns the job and everything after it.
+# reprozoo/dvc.py turns the same folders into DVC `deps` (DVC hashes their content).
+@lru_cache(maxsize=None)
+def _tree_fingerprint(folder):
+    from reprozoo.data import tree_fingerprint
+
+    return tree_fingerprint(folder)
+
+
+def _trees(folders):
+    return {f: _tree_fingerprint(f) for f in folders}
+
+
+def dataset_trees(wildcards):
+    """An imagefolder dataset's train/ and test/ folders, each with its content digest; {} for other kinds."""
+    dataset = resolve_dataset(config, wildcards.dataset)
+    if dataset["kind"] != "imagefolder":
+        return {}
+    return _trees([os.path.join(dataset["root"], split) for split in ("train", "test")])
+
+
+def extra_test_trees(wildcards):
+    """Each extra test set's test/ folder with its content digest: evaluate reruns when one changes."""
+    return _trees([os.path.join(spec["root"], "test") for _, spec in sorted(config.get("extra_test", {}).items())])
 
 
 # ------------------------------------------------------------------ input functions

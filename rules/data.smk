@@ -10,6 +10,7 @@ rule download:
         MANIFEST,
     params:
         dataset=dataset_json,
+        trees=dataset_trees,  # an imagefolder's content: the manifest records it
     log:
         expand(LOG, stage="download", allow_missing=True),
     conda:
@@ -26,6 +27,7 @@ rule prepare:
         DATA,
     params:
         dataset=dataset_json,
+        trees=dataset_trees,
     log:
         expand(LOG, stage="prepare", allow_missing=True),
     conda:

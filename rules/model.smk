@@ -66,6 +66,7 @@ rule evaluate:
         model=model_json,
         features=features_arg,
         extra=extra_test_args,
+        trees=extra_test_trees,
     threads: 4
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
@@ -75,5 +76,5 @@ rule evaluate:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo evaluate --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--metrics {output.metrics} --confusion {output.confusion} {params.extra} {params.features} "
+        "--metrics {output.metrics} --confusion {output.confusion} {params.extra:q} {params.features} "
         "--threads {threads} --log {log}"
