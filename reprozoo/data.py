@@ -24,12 +24,13 @@ from urllib.error import URLError
 
 import numpy as np
 
+from reprozoo.errors import UserError
 from reprozoo.io import atomic_path, write_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Missing or malformed data, reported as one line naming the file or folder."""
 
 

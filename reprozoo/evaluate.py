@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
-from reprozoo.data import DataError, read_imagefolder
-from reprozoo.engine import Normalize, Runner, Tensors
-from reprozoo.features import extract, model_inputs
+from reprozoo.data import DataError, load_arrays, read_imagefolder
+from reprozoo.engine import Runner, Tensors
+from reprozoo.features import backbone_features, model_inputs
 from reprozoo.io import load_torch, write_csv, write_json
 from reprozoo.models import create_model
 
@@ -51,16 +51,13 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
     metrics["model"] = cfg["name"]
 
     metrics["extra"] = {}
+    size = load_arrays(data_path)["x_test"].shape[1]  # extra images are stored as the dataset's are
     for name, root in sorted((extra_tests or {}).items()):
-        x, y, _ = read_imagefolder(Path(root), "test", 32, classes)
+        x, y, _ = read_imagefolder(Path(root), "test", size, classes)
         data = Tensors.from_numpy(x, y, device)
-        if cfg.get("backbone"):  # a probe: the backbone runs once over the extra images
-            from reprozoo.models.pretrained import create_backbone
-
-            b = cfg["backbone"]
-            backbone = create_backbone(b["arch"], b["weights"], b["image_size"]).to(device)
-            norm = Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"]).to(device)
-            data = Tensors(extract(backbone, data, norm, b.get("batch_size", 256), device).to(device), data.y)
+        if cfg.get("backbone"):  # a probe: the backbone runs once over the extra images, as cache_features does
+            features = backbone_features(cfg["backbone"], cfg["normalize"], {name: data}, device)[name]
+            data = Tensors(features.to(device), data.y)
         extra, _, _ = scores(runner, data)
         metrics["extra"][name] = extra
         log.info("%s on extra test set %s: acc %.2f%% loss %.4f", cfg["name"], name, extra["accuracy"], extra["loss"])

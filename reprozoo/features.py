@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reprozoo.config import BACKBONE_BATCH_SIZE
 from reprozoo.data import DataError, load_arrays
 from reprozoo.engine import Normalize, Tensors, seed_everything
 from reprozoo.io import load_torch, save_torch, stamp
@@ -36,18 +37,29 @@ def extract(backbone: torch.nn.Module, images: Tensors, normalize: Normalize, ba
     return torch.cat(out)
 
 
-def cache_features(spec: dict, data_path, out_path, device) -> dict:
-    seed_everything(0)  # the backbone is frozen and deterministic; seeded for the record
-    arrays = load_arrays(data_path)
+def backbone_features(spec: dict, normalize: dict, image_sets: dict[str, Tensors],
+                      device: torch.device) -> dict[str, torch.Tensor]:
+    """A frozen backbone (a `backbones:` section), built once, over each set of uint8 images
+    -> {name: fp16 features (N, D) on the CPU}. What cache_features stores and evaluate uses
+    for extra test sets."""
     backbone = create_backbone(spec["arch"], spec["weights"], spec["image_size"]).to(device).eval()
     if device.type == "cuda":
         backbone = backbone.to(memory_format=torch.channels_last)
-    normalize = Normalize(spec["normalize"]["mean"], spec["normalize"]["std"]).to(device)
+    norm = Normalize(normalize["mean"], normalize["std"]).to(device)
+    batch_size = spec.get("batch_size", BACKBONE_BATCH_SIZE)
+    return {name: extract(backbone, images, norm, batch_size, device, f"{name} features")
+            for name, images in image_sets.items()}
+
+
+def cache_features(spec: dict, data_path, out_path, device) -> dict:
+    seed_everything(0)  # the backbone is frozen and deterministic; seeded for the record
+    arrays = load_arrays(data_path)
     start = time.perf_counter()
+    images = {split: Tensors.from_numpy(arrays[f"x_{split}"], arrays[f"y_{split}"], device)
+              for split in ("train", "test")}
     features = {}
-    for split in ("train", "test"):
-        images = Tensors.from_numpy(arrays[f"x_{split}"], arrays[f"y_{split}"], device)
-        features[f"x_{split}"] = extract(backbone, images, normalize, spec["batch_size"], device, f"{split} features")
+    for split, x in backbone_features(spec, spec["normalize"], images, device).items():
+        features[f"x_{split}"] = x
         features[f"y_{split}"] = torch.from_numpy(arrays[f"y_{split}"])
     seconds = time.perf_counter() - start
     meta = {"backbone": spec["name"], "arch": spec["arch"], "weights": spec["weights"],
