@@ -21,6 +21,7 @@ import sys
 
 from reprozoo.config import (BACKBONE_BATCH_SIZE, ConfigError, dataset_section, load_config, parse_json_arg,
                              resolve_dataset, resolve_model, validate_against)
+from reprozoo.errors import UserError
 
 log = logging.getLogger("reprozoo")
 
@@ -333,21 +334,9 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log", None))
-    from reprozoo.data import DataError
-    from reprozoo.errors import UserError
-
-    expected: tuple[type[BaseException], ...] = (UserError, DataError)
-    try:
-        from reprozoo.train import TrainError
-        from reprozoo.tune import TuneError
-        from reprozoo.verify import VerifyError
-
-        expected += (TrainError, TuneError, VerifyError)
-    except ImportError:  # torch missing: only check-config can work
-        pass
     try:
         run(args)
-    except expected as e:
+    except UserError as e:  # every problem a user can fix (reprozoo/errors.py): one line, exit 2
         print(f"reprozoo {args.stage}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,11 +3,15 @@
 Writes, for one dataset:
 - comparison.csv: one row per model (mean over seeds), deviation in points and %;
 - verdicts.csv: per model and metric, reproduced vs reported and the verdict
-  (reproduced within 5% / deviates / not comparable);
+  (reproduced within 5% / deviates / not comparable / no progress);
 - ablations.csv: each variant beside its base and, where reported, the paper;
 - verification.csv: the module verifier's summary per model;
 - comparison.md: all of the above plus the paper spec, for people;
 - figures: training curves (all seeds), confusion matrices, the accuracy chart.
+
+A model whose test numbers show no progress on any seed (loss exploded, or
+accuracy at chance: `reprozoo.engine.no_progress`, the rule the train stage
+enforces) is flagged NO PROGRESS: its accuracy and loss are never a verdict.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from reprozoo.engine import no_progress  # noqa: E402
 from reprozoo.io import atomic_path, read_json, write_csv, write_text  # noqa: E402
 
 log = logging.getLogger("reprozoo.report")
@@ -41,8 +46,12 @@ def deviation(reproduced: float, reported: float | None) -> tuple[float | None, 
     return points, percent, ("DEVIATES" if abs(percent) > TOLERANCE_PCT else "ok")
 
 
-def verdict(reproduced: float, reported: float | None, not_comparable: str | None = None) -> str:
-    """reproduced (within tolerance) / deviates (flagged) / not comparable (why)."""
+def verdict(reproduced: float, reported: float | None, not_comparable: str | None = None,
+            stuck: str | None = None) -> str:
+    """no progress (why: the run is no result) / reproduced (within tolerance) / deviates
+    (flagged) / not comparable (why)."""
+    if stuck:
+        return f"NO PROGRESS ({stuck})"
     if reported is None:
         return "not comparable (no reported value)"
     if not_comparable:
@@ -94,6 +103,24 @@ class Results:
         v = self.values(name, key)
         return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
 
+    def no_progress(self, name: str) -> str | None:
+        """Why the model's test numbers are no result (the first seed that made no
+        progress), else None. Class sizes come from the confusion matrix; without
+        one, from per_class_accuracy and images as an even split (the commonest
+        class is at least that large, so this can only flag less)."""
+        for i, (m, run) in enumerate(zip(self.metrics[name], self.runs[name])):
+            if self.confusions[name]:
+                counts = self.confusions[name][i].to_numpy().sum(axis=1)
+            elif m.get("per_class_accuracy") and m.get("images"):
+                k = len(m["per_class_accuracy"])
+                counts = np.full(k, m["images"] / k)
+            else:
+                continue  # neither: the number of classes is unknown
+            found = no_progress(m["loss"], m["accuracy"], counts, "test")
+            if found is not None:
+                return f"seed {run.get('seed', '?')}: {found[0]}"
+        return None
+
 
 def _labels(run: dict) -> str:
     """'all', or 'labelled/train images' when only some training labels were used."""
@@ -101,7 +128,9 @@ def _labels(run: dict) -> str:
     return "all" if labelled is None or labelled == images else f"{labelled:,}/{images:,}"
 
 
-def build_table(dataset: dict, res: Results, papers: dict, models: list[str]) -> pd.DataFrame:
+def build_table(dataset: dict, res: Results, papers: dict, models: list[str],
+                stuck: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """`stuck`: per model, why its test numbers show no progress (`Results.no_progress`)."""
     rows = []
     for name in models:
         paper, run = papers.get(name, {}), res.runs[name][0]
@@ -109,7 +138,9 @@ def build_table(dataset: dict, res: Results, papers: dict, models: list[str]) ->
         loss, _ = res.mean_std(name, "loss")
         points, percent, flag = deviation(acc, paper.get("accuracy"))
         setting = run.get("setting_deviations", [])
-        if points is not None and not dataset["paper_dataset"]:
+        if (stuck or {}).get(name):
+            flag = "NO PROGRESS"
+        elif points is not None and not dataset["paper_dataset"]:
             flag = f"not comparable ({dataset['name']})"
         elif points is not None and setting:
             flag = "not comparable (setting)"
@@ -142,21 +173,25 @@ def build_table(dataset: dict, res: Results, papers: dict, models: list[str]) ->
     return pd.DataFrame(rows)
 
 
-def build_verdicts(dataset: dict, res: Results, papers: dict, models: list[str]) -> pd.DataFrame:
-    """Every metric with a reported value: reproduced (mean over seeds) vs reported."""
+def build_verdicts(dataset: dict, res: Results, papers: dict, models: list[str],
+                   stuck: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """Every metric with a reported value: reproduced (mean over seeds) vs reported.
+    `stuck`: per model, why its test numbers show no progress: then accuracy and loss get no verdict."""
     rows = []
     for name in models:
         paper, run = papers.get(name, {}), res.runs[name][0]
         setting = "setting: " + "; ".join(run["setting_deviations"]) if run.get("setting_deviations") else None
         why = (None if dataset["paper_dataset"] else f"dataset {dataset['name']}") or setting
+        no_result = (stuck or {}).get(name)
         metrics = {
-            "accuracy": (res.values(name, "accuracy"), paper.get("accuracy"), why),
-            "loss": (res.values(name, "loss"), paper.get("loss"), why),
-            "params": (np.array([run["params"]], float), paper.get("params"), setting),
+            "accuracy": (res.values(name, "accuracy"), paper.get("accuracy"), why, no_result),
+            "loss": (res.values(name, "loss"), paper.get("loss"), why, no_result),
+            "params": (np.array([run["params"]], float), paper.get("params"), setting, None),
             "train_time_s": (np.array([r["duration_s"] for r in res.runs[name]], float),
-                             parse_duration(paper.get("time")), f"hardware: {run['hardware']} vs {paper.get('device')}"),
+                             parse_duration(paper.get("time")), f"hardware: {run['hardware']} vs {paper.get('device')}",
+                             None),
         }
-        for metric, (values, reported, not_comparable) in metrics.items():
+        for metric, (values, reported, not_comparable, stuck_why) in metrics.items():
             mean = float(values.mean())
             std = float(values.std(ddof=1)) if len(values) > 1 else None
             points, percent, _ = deviation(mean, reported)
@@ -167,7 +202,7 @@ def build_verdicts(dataset: dict, res: Results, papers: dict, models: list[str])
                          "reported": reported, "diff": None if points is None else round(points, 4),
                          "diff_percent": None if percent is None else round(percent, 2),
                          "reported_within_seed_spread": within,
-                         "verdict": verdict(mean, reported, not_comparable)})
+                         "verdict": verdict(mean, reported, not_comparable, stuck_why)})
     return pd.DataFrame(rows)
 
 
@@ -313,8 +348,9 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     main = [m for m in res.order if m not in ablations]
     out = Path(table_csv).parent
 
-    table = build_table(dataset, res, papers, main)
-    verdicts = build_verdicts(dataset, res, papers, main)
+    stuck = {name: res.no_progress(name) for name in main}
+    table = build_table(dataset, res, papers, main, stuck)
+    verdicts = build_verdicts(dataset, res, papers, main, stuck)
     ablation_table = build_ablations(res, papers, ablations)
     verification = build_verification(verify_paths)
     write_csv(table_csv, table, index=False)
@@ -331,6 +367,9 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     if not dataset["paper_dataset"]:
         lines += [f"**Not comparable**: `{dataset['name']}` is not CIFAR-10; the paper columns are shown for "
                   "reference only.", ""]
+    for name, why in stuck.items():
+        if why:
+            lines += [f"**No progress**: `{name}` ({why}); its accuracy and loss are not results.", ""]
     shown = table.drop(columns="accuracy_std").assign(accuracy=[
         _pm(a, None if pd.isna(sd) else sd, 2) for a, sd in zip(table["accuracy"], table["accuracy_std"])])
     lines += ["## Comparison", "", _md_table(shown), "", "## Verdicts", "", _md_table(verdicts), ""]

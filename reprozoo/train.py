@@ -1,5 +1,9 @@
 """`train`: the full training set at the chosen lr and epochs, evaluated on the
-test set after every epoch (as the study does), then weights + history + run record."""
+test set after every epoch (as the study does), then weights + history + run record.
+
+A run that diverges or makes no progress (its last epoch's test loss exploded or
+its test accuracy is at chance, see `reprozoo.engine.check_progress`) fails the
+job with one line and writes nothing."""
 from __future__ import annotations
 
 import logging
@@ -10,14 +14,15 @@ import torch
 
 from reprozoo.data import labelled_mask, read_split
 from reprozoo.features import model_inputs
-from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
+from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
+from reprozoo.errors import UserError
 from reprozoo.io import read_json, save_torch, stamp, write_csv, write_json
 from reprozoo.models import count_parameters, create_model, setting_deviations
 
 log = logging.getLogger("reprozoo.train")
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError, RuntimeError):
     pass
 
 
@@ -44,6 +49,9 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
         history = fit(runner, train_set, test_set, epochs, generator, on_epoch=lambda r: log.info(
             "epoch %d/%d train loss %.4f test loss %.4f test acc %.2f%% (%.1fs)", r["epoch"], epochs,
             r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"]))
+        check_progress(history[-1], len(arrays["classes"]), test_set, "test")  # the epoch whose weights are kept
+    except NoProgress as e:
+        raise TrainError(f"model '{cfg['name']}' made no progress at lr {lr:.3g} in {epochs} epochs: {e}") from None
     except Diverged as e:
         raise TrainError(f"model '{cfg['name']}' diverged at lr {lr:.3g}: {e}") from None
     duration = time.perf_counter() - start

@@ -8,6 +8,7 @@ the reported lr and epochs are used instead and no trial runs.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from tqdm.auto import tqdm
 
 from reprozoo.data import labelled_mask, read_split
 from reprozoo.features import model_inputs
-from reprozoo.engine import Diverged, Runner, Tensors, fit, seed_everything
+from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
+from reprozoo.errors import UserError
 from reprozoo.io import write_csv, write_json
 from reprozoo.models import create_model
 
@@ -29,8 +31,27 @@ TRIAL_COLUMNS = ["trial", "lr", "status", "best_epoch", "best_val_loss", "best_v
                  "epochs_run", "seconds", "error"]
 
 
-class TuneError(RuntimeError):
+class TuneError(UserError, RuntimeError):
     pass
+
+
+def all_failed(name: str, failures: list[Diverged], t: dict) -> str:
+    """One line: how the trials failed, the first reason, and what to change."""
+    lo, hi = t["lr_log_range"]
+    stuck = [e for e in failures if isinstance(e, NoProgress)]
+    diverged = len(failures) - len(stuck)
+    if not stuck:
+        what = f"all {len(failures)} trials diverged"
+    elif not diverged:
+        what = f"all {len(failures)} trials made no progress"
+    else:
+        what = f"all {len(failures)} trials failed ({diverged} diverged, {len(stuck)} made no progress)"
+    lrs = f"tune.lr_log_range (now [{lo}, {hi}]: lr {math.exp(lo):.3g} to {math.exp(hi):.3g})"
+    if diverged or any(e.exploded for e in stuck):   # the loss blew up: the lrs are too high
+        fix = f"lower {lrs}"
+    else:                                             # at chance: too high to settle, or too few steps to learn
+        fix = f"check {lrs} and tune.max_epochs (now {t['max_epochs']})"
+    return f"model '{name}': {what} (first: {failures[0]}); {fix}"
 
 
 def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, features_path=None) -> dict:
@@ -49,6 +70,7 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
     num_classes = len(arrays["classes"])
     t = cfg["tune"]
     rows: list[dict] = []
+    failures: list[Diverged] = []
 
     def objective(params: dict) -> dict:
         lr = float(params["lr"])
@@ -57,18 +79,26 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
         bar = tqdm(total=t["max_epochs"], desc=f"trial {len(rows) + 1} lr={lr:.2e}", leave=False, unit="ep")
         row = {"trial": len(rows) + 1, "lr": lr, "error": ""}
         start = time.perf_counter()
+        epochs: list[dict] = []   # as they finish (a disabled bar counts nothing)
         try:
             history = fit(runner, train, val, t["max_epochs"], generator, patience=t["patience"],
-                          on_epoch=lambda r: (bar.update(), bar.set_postfix(val_loss=f"{r['val_loss']:.4f}")))
-        except Diverged as e:
-            row.update(status="fail", best_epoch=None, best_val_loss=None, best_val_accuracy=None,
-                       epochs_run=bar.n + 1, seconds=time.perf_counter() - start, error=str(e))
+                          on_epoch=lambda r: (epochs.append(r), bar.update(),
+                                              bar.set_postfix(val_loss=f"{r['val_loss']:.4f}")))
+            best = min(history, key=lambda r: r["val_loss"])  # what the trial reports
+            check_progress(best, num_classes, val)
+        except Diverged as e:  # NoProgress included: the trial ran, but its best epoch is junk
+            ran = isinstance(e, NoProgress)  # ran to its end: keep the numbers that were judged
+            judged = best if ran else {}
+            row.update(status="fail", best_epoch=judged.get("epoch"), best_val_loss=judged.get("val_loss"),
+                       best_val_accuracy=judged.get("val_accuracy"), epochs_run=len(epochs) + (0 if ran else 1),
+                       seconds=time.perf_counter() - start, error=str(e))
             rows.append(row)
-            log.warning("%s trial %d lr=%.3g diverged: %s", cfg["name"], row["trial"], lr, e)
+            failures.append(e)
+            log.warning("%s trial %d lr=%.3g %s: %s", cfg["name"], row["trial"], lr,
+                        "made no progress" if ran else "diverged", e)
             return {"status": STATUS_FAIL, "error": str(e)}
         finally:
             bar.close()
-        best = min(history, key=lambda r: r["val_loss"])
         row.update(status="ok", best_epoch=best["epoch"], best_val_loss=best["val_loss"],
                    best_val_accuracy=best["val_accuracy"], epochs_run=len(history),
                    seconds=time.perf_counter() - start)
@@ -83,8 +113,7 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
         fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
              trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=True)
     except AllTrialsFailed:
-        raise TuneError(f"model '{cfg['name']}': all {t['max_evals']} trials diverged; lower "
-                        f"tune.lr_log_range (now [{lo}, {hi}])") from None
+        raise TuneError(all_failed(cfg["name"], failures, t)) from None
     finally:
         write_csv(trials_path, pd.DataFrame(rows, columns=TRIAL_COLUMNS), index=False)
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from reprozoo.config import IMAGE_SIZE
 from reprozoo.engine import Normalize, seed_everything
+from reprozoo.errors import UserError
 from reprozoo.io import write_json
 from reprozoo.models import count_parameters, create_model, model_entry, objective_name
 from reprozoo.models.pretrained import create_backbone
@@ -32,7 +33,7 @@ MIN_COSINE = 0.99999
 BATCH = 4               # images in the fixed input
 
 
-class VerifyError(RuntimeError):
+class VerifyError(UserError, RuntimeError):
     pass
 
 

@@ -177,7 +177,7 @@ def test_train_uses_only_the_configured_labels(demo_cfg, digits_npz, digits_spli
     from reprozoo.train import train
 
     cfg = tiny(demo_cfg, name, labelled_per_class=3)
-    write_json(tmp_path / "best.json", {"source": "tuned", "lr": 1e-3, "epochs": 1})
+    write_json(tmp_path / "best.json", {"source": "tuned", "lr": 3e-3, "epochs": 1})
     run = train(cfg, digits_npz, digits_split, tmp_path / "best.json", tmp_path / "w.pt", tmp_path / "h.csv",
                 tmp_path / "run.json", CPU)
     assert run["labelled_images"] == 30 and read_json(tmp_path / "run.json")["labelled_images"] == 30
