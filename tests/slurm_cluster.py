@@ -21,7 +21,10 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel")
-GPUS = 1  # a GRES-only GPU (no device file): SLURM grants it, nothing on the node uses it
+# GRES GPUs backed by harmless character devices: SLURM schedules and grants them (and sets
+# CUDA_VISIBLE_DEVICES) like real cards; no job on this node can use one. Two, so that two
+# GPU jobs run side by side.
+GPU_DEVICES = ("/dev/null", "/dev/zero")
 
 
 class ClusterError(RuntimeError):
@@ -100,10 +103,10 @@ ReturnToService=2
 MinJobAge=3600
 SchedulerParameters=sched_interval=2
 GresTypes=gpu
-NodeName=localhost CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:{GPUS} State=UNKNOWN
+NodeName=localhost CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:{len(GPU_DEVICES)} State=UNKNOWN
 PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """)
-        (r / "gres.conf").write_text("AutoDetect=off\n" + "Name=gpu File=/dev/null\n" * GPUS)
+        (r / "gres.conf").write_text("AutoDetect=off\n" + "".join(f"Name=gpu File={d}\n" for d in GPU_DEVICES))
 
     @property
     def env(self) -> dict[str, str]:
