@@ -40,6 +40,14 @@ def missing_binaries() -> list[str]:
     return [name for name in DAEMONS + CLIENTS if find(name) is None]
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,6 +156,9 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
+            for name, pid in self.pids.items():
+                if not alive(pid):
+                    raise ClusterError(f"{name} exited after starting{self._log_tail(name)}")
             state = self.run("sinfo", "-h", "-N", "-o", "%t", check=False).stdout.strip()
             if state in ("idle", "mix", "alloc"):
                 return self
@@ -176,9 +187,7 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
             except ProcessLookupError:
                 continue
             for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if not alive(pid):
                     break
                 time.sleep(0.1)
             else:

@@ -178,14 +178,14 @@ def test_sbatch_lines_fit_the_node_and_ask_a_gpu_only_for_gpu_rules(runs, cluste
         assert re.search(r" -t \d+", call), call  # a wall time from the profile
         gpus = re.findall(r"--gpus=(\S+)|--gres=\S*gpu", call)
         assert gpus == (["1"] if rule in GPU_RULES else []), call
-    # and SLURM granted them: a GPU (gres/gpu in AllocTRES) to each GPU job, none to the others
-    granted = {}
+    # SLURM's record of each (completed) job: a GPU in TresPerJob for the GPU rules only
+    requested = {}
     for line in details.splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
         rule, _, _ = fields["Comment"].removeprefix("rule_").partition("_wildcards_")
-        granted.setdefault(rule, set()).add(re.search(r"gres/gpu=(\d+)", fields["AllocTRES"]) is not None)
-        assert int(re.search(r"cpu=(\d+)", fields["AllocTRES"]).group(1)) == THREADS, line
-    assert granted == {rule: {rule in GPU_RULES} for rule, _ in SLURM_JOBS}
+        requested.setdefault(rule, set()).add(fields.get("TresPerJob"))
+        assert fields["JobState"] == "COMPLETED" and fields["NumCPUs"] == str(THREADS), line
+    assert requested == {rule: {"gres:gpu:1" if rule in GPU_RULES else None} for rule, _ in SLURM_JOBS}
 
 
 @pytest.fixture
