@@ -1,7 +1,7 @@
 """The pipeline on a live SLURM cluster: `snakemake --executor slurm --profile profiles/slurm`.
 
 A throwaway one-node cluster (tests/slurm_cluster.py) runs tests/tiny.yaml, one sbatch job
-per rule; a local run of the same config runs beside it for comparison. The node has one
+per rule; a local run of the same config runs beside it for comparison. The node has two
 GRES GPUs (no card behind them), so the GPU rules' `--gpus=1` is granted as shipped.
 
 Skipped only where the SLURM/munge binaries are missing (or not root) and CI is not set;
@@ -52,13 +52,12 @@ def cluster(tmp_path_factory):
         pytest.skip(why)
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
     try:
-        cluster.start()
-    except ClusterError as e:
-        cluster.stop()
-        pytest.fail(f"could not start the test SLURM cluster: {e}", pytrace=False)
-    try:
+        try:
+            cluster.start()
+        except ClusterError as e:
+            pytest.fail(f"could not start the test SLURM cluster: {e}", pytrace=False)
         yield cluster
-    finally:
+    finally:  # also after a failed start, an error or Ctrl-C: every daemon it started, by PID
         cluster.stop()
 
 
@@ -86,19 +85,21 @@ def runs(cluster, tmp_path_factory):
     local_work = copy_workflow(tmp_path_factory.mktemp("local-run"))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TQDM_DISABLE": "1"}
     env.pop("SLURM_CONF", None)
+    local_log = local_work / "local-run.log"
     start = time.perf_counter()
-    local = subprocess.Popen([str(BIN / "snakemake"), "--cores", str(cluster.cpus), "--max-threads",
-                              str(THREADS), "--configfile", TINY], cwd=local_work, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        slurm = slurm_snakemake(cluster, slurm_work)
-        slurm_seconds = time.perf_counter() - start
-        local_output, _ = local.communicate(timeout=600)
-    finally:
-        if local.poll() is None:
-            local.kill()
-            local.wait()
-    assert local.returncode == 0, local_output[-3000:]
+    with open(local_log, "w") as log:
+        local = subprocess.Popen([str(BIN / "snakemake"), "--cores", str(cluster.cpus), "--max-threads",
+                                  str(THREADS), "--configfile", TINY], cwd=local_work, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+        try:
+            slurm = slurm_snakemake(cluster, slurm_work)
+            slurm_seconds = time.perf_counter() - start
+            local.wait(timeout=600)
+        finally:
+            if local.poll() is None:
+                local.kill()
+                local.wait()
+    assert local.returncode == 0, local_log.read_text()[-3000:]
     assert slurm.returncode == 0, (slurm.stdout + slurm.stderr)[-6000:]
     print(f"SLURM run: {slurm_seconds:.0f}s; both runs: {time.perf_counter() - start:.0f}s")
     # SLURM's record of the run (MinJobAge keeps finished jobs for an hour)
