@@ -17,13 +17,15 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import BIN, copy_workflow, run_snakemake
+from conftest import BIN, ROOT, copy_workflow, run_snakemake
 from slurm_cluster import ClusterError, SlurmCluster, missing_binaries
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 TINY = "tests/tiny.yaml"
+PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 GPU_RULES = {"tune", "train", "evaluate", "cache_features"}
 # tiny.yaml: digits, mlp + cnn. download is a localrule, `all` runs no command.
 SLURM_JOBS = {("prepare", "digits"), ("split", "digits_3407"), ("verify", "mlp"), ("verify", "cnn"),
@@ -33,6 +35,7 @@ SLURM_JOBS = {("prepare", "digits"), ("split", "digits_3407"), ("verify", "mlp")
 # Both runs at 1 thread per job (rules ask 4 for the GPU rules): --max-threads scales them
 # down to what a node offers, and two 1-CPU jobs share the 2-CPU test node instead of queueing.
 THREADS = 1
+PROFILE_MEM_MB = max(r.get("mem_mb", 0) for r in [PROFILE["default-resources"], *PROFILE["set-resources"].values()])
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 SBATCH_CALL = re.compile(r"^sbatch call: (sbatch .*?) --wrap=", re.M)
 
@@ -69,9 +72,12 @@ def slurm_snakemake(cluster, work, *args, timeout=600):
     jobs' SLURM logs kept to be inspected, --verbose to print each sbatch line, and
     --max-threads (README: nodes smaller than the rules' 4 threads).
     """
+    # A CI machine with less memory than the profile asks of a rule (8 GB for tune/train/
+    # evaluate): cap every job's memory at the node's (README). A later --resources replaces it.
+    small = ["--resources", f"mem_mb={cluster.memory_mb}"] if cluster.memory_mb < PROFILE_MEM_MB else []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", str(cluster.conf))
-        return run_snakemake("--executor", "slurm", "--profile", "profiles/slurm", "--configfile", TINY,
+        return run_snakemake("--executor", "slurm", "--profile", "profiles/slurm", "--configfile", TINY, *small,
                              "--max-threads", THREADS, "--slurm-status-command", "squeue",
                              "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                              "--slurm-keep-successful-logs", "--verbose", *args, cwd=work, timeout=timeout)
