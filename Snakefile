@@ -25,6 +25,13 @@ include: "rules/verify.smk"
 include: "rules/report.smk"
 
 
+# On a cluster: stop before submitting anything that no node can run (rules/common.smk).
+onstart:
+    misfit = slurm_misfit()
+    if misfit:
+        sys.exit(misfit)
+
+
 rule all:
     input:
         all_reports(),

@@ -2,6 +2,7 @@
 # Paths live here and nowhere else.
 import json
 import os
+import subprocess
 import sys
 from functools import lru_cache
 
@@ -102,14 +103,14 @@ def ablations_json(wildcards):
 
 
 def extra_test_args(wildcards):
-    """`--extra-test NAME=ROOT ...` as a list: the rule writes it with `:q`, one quoted word each."""
+    """`--extra-test NAME=ROOT ...` as a list: evaluate quotes each word (`:q`)."""
     return [arg for name, spec in sorted(config.get("extra_test", {}).items())
             for arg in ("--extra-test", f"{name}={spec['root']}")]
 
 
 # ------------------------------------------------------------------ image folders as inputs
 # Image files are not Snakemake inputs (a folder input is only its own mtime). Instead a
-# rule that reads an image tree gets `params: trees={folder: content digest}`, computed
+# job that reads an image tree gets `params` trees={folder: content digest}, computed
 # here at DAG time: editing, adding or removing an image changes the params, and the
 # `params` rerun trigger (profiles/default) reruns the job and everything after it.
 # reprozoo/dvc.py turns the same folders into DVC `deps` (DVC hashes their content).
@@ -199,3 +200,26 @@ def all_reports():
         + expand(ATTENTION_PLOT, dataset=DATASETS, model=ATTENTION_MODELS)
         + expand(SAMPLES_PLOT, dataset=DATASETS, model=SAMPLES_MODELS)
     )
+
+
+# ------------------------------------------------------------------ cluster requests no node can meet
+def slurm_misfit():
+    """Under the SLURM executor, one line about the first job asking for more CPUs than the
+    largest node has (SLURM accepts such a job and keeps it PENDING forever, without a word);
+    None when every job fits, or when not on SLURM. Memory, GPUs and partitions need no check
+    here: sbatch refuses those requests at once with its own reason."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.cli_prefix != "slurm":
+        return None
+    try:
+        out = subprocess.run(["sinfo", "--noheader", "--format=%c"], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        largest = max(int(cpus.rstrip("+")) for cpus in out.split())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None  # no sinfo answer: nothing to compare with (sbatch will say what is wrong)
+    for job in workflow.dag.needrun_jobs():
+        if job.threads > largest:
+            return (f"reprozoo: rule {job.rule.name} asks for {job.threads} CPUs and the largest SLURM node has "
+                    f"{largest}: SLURM would keep it pending forever. Run with --max-threads {largest}, or set "
+                    f"max-threads: {largest} in profiles/slurm/config.yaml")
+    return None

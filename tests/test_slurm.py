@@ -236,3 +236,19 @@ def test_a_request_no_node_can_meet_is_refused_with_one_message(cluster, rerun_c
     [call] = [c for c in SBATCH_CALL.findall(output) if rule_of(c)[0] == "tune"]
     assert f"--mem {too_much}" in call
     assert "--gpus" not in call and "--gres" not in call  # gpu=0: a GPU rule asks SLURM for none
+
+
+def test_more_cpus_than_any_node_stops_at_once_with_one_line(cluster, rerun_copy):
+    """SLURM would accept a job asking more CPUs than a node has and keep it PENDING forever:
+    the workflow checks the nodes (sinfo) before submitting anything and says what to do."""
+    too_many = cluster.cpus + 2
+    start = time.perf_counter()
+    result = slurm_snakemake(cluster, rerun_copy, "--max-threads", str(too_many), "--set-threads",
+                             f"tune={too_many}", "--forcerun", "tune", "--", "results/digits/tune/mlp/best.json",
+                             timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert time.perf_counter() - start < 100
+    assert (f"reprozoo: rule tune asks for {too_many} CPUs and the largest SLURM node has {cluster.cpus}: SLURM "
+            f"would keep it pending forever. Run with --max-threads {cluster.cpus}") in output, output[-4000:]
+    assert submitted(output) == {} and not SBATCH_CALL.findall(output)
