@@ -13,7 +13,10 @@ early stopping and failure rows are those of the sequential path:
 
 - workers == 1: in this process, one after another (bit-identical to `fmin`);
 - workers > 1: one forked process per trial, `workers` at a time, each with
-  `torch.set_num_threads(threads)`. Fork needs the parent to be free of CUDA;
+  `torch.set_num_threads(parent's // workers)` (a forked child that keeps the
+  parent's OpenMP threads hung here). On CPU the thread count changes the
+  reduction order: histories match the sequential path run at the same thread
+  count; at another count they drift by ~1e-3 after two epochs (measured). Fork needs the parent to be free of CUDA;
   the data tensors of a CUDA tune live there already, so on CUDA `run` keeps
   one process (a GPU session measures and enables a spawn path, see README).
 
@@ -56,7 +59,7 @@ def workers_from_env() -> int:
 
 def startup_lrs(lr_log_range, max_evals: int, seed: int) -> list[float]:
     """The lrs `fmin(tpe.suggest, rstate=default_rng(seed))` gives its first `max_evals` trials."""
-    if not applies(max_evals):
+    if max_evals > STARTUP_TRIALS:
         raise ValueError(f"max_evals {max_evals} > {STARTUP_TRIALS} start-up trials: the draws depend on losses")
     lo, hi = lr_log_range
     lrs: list[float] = []
@@ -107,7 +110,7 @@ def run(objective: Callable[[dict], dict], rows: list, lrs: list[float], workers
         for row, _ in done:
             rows.append(row)
         results = [r for _, r in done]
-        how = f"forked x{workers} ({threads} thread(s) each)"
+        how = f"forked x{workers}"
     if not any(r.get("status") == STATUS_OK for r in results):
         raise AllTrialsFailed
     return how

@@ -39,9 +39,15 @@ def test_concurrent_trials_match_sequential(demo_cfg, digits_npz, digits_split, 
     # cnn: BN and dropout, so the random streams and batch statistics must line up too
     cfg = tiny_model_cfg(demo_cfg, "cnn", tune={"max_evals": 3, "max_epochs": 2, "patience": 1})
     monkeypatch.setenv("REPROZOO_TUNE_WORKERS", workers)
-    best_c, rows_c = _tune(cfg, digits_npz, digits_split, tmp_path, "concurrent")
-    sequential()
-    best_s, rows_s = _tune(cfg, digits_npz, digits_split, tmp_path, "sequential")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(workers))  # each forked worker gets 1 thread; the sequential run too
+    try:
+        best_c, rows_c = _tune(cfg, digits_npz, digits_split, tmp_path, "concurrent")
+        torch.set_num_threads(1)
+        sequential()
+        best_s, rows_s = _tune(cfg, digits_npz, digits_split, tmp_path, "sequential")
+    finally:
+        torch.set_num_threads(threads)
     assert best_s["search"] == "sequential" and best_c["search"].startswith("concurrent")
     assert ("forked x2" in best_c["search"]) == (workers == "2")
     assert rows_c["lr"].tolist() == rows_s["lr"].tolist()        # the same draws, exactly
