@@ -24,6 +24,7 @@ from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progres
 from reprozoo.errors import UserError
 from reprozoo.io import write_csv, write_json
 from reprozoo.models import create_model
+from reprozoo import trials as concurrent
 
 log = logging.getLogger("reprozoo.tune")
 
@@ -109,10 +110,18 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
 
     lo, hi = t["lr_log_range"]
     trials = Trials()
+    search = "sequential"
     try:
-        fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
-             trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=True)
+        if concurrent.applies(t["max_evals"]):  # every trial is a TPE start-up draw: random search
+            search = "concurrent: " + concurrent.run(
+                objective, rows, concurrent.startup_lrs((lo, hi), t["max_evals"], cfg["seed"]),
+                concurrent.workers_from_env(), device)
+        else:
+            fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
+                 trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=True)
     except AllTrialsFailed:
+        # trials run in forked workers report their failures only through their rows
+        failures = failures or [Diverged(r["error"]) for r in rows if r["status"] == "fail"]
         raise TuneError(all_failed(cfg["name"], failures, t)) from None
     finally:
         write_csv(trials_path, pd.DataFrame(rows, columns=TRIAL_COLUMNS), index=False)
@@ -122,6 +131,7 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
     best = {"source": "tuned", "lr": winner["lr"], "epochs": int(winner["best_epoch"]), "trial": winner["trial"],
             "best_val_loss": winner["best_val_loss"], "best_val_accuracy": winner["best_val_accuracy"],
             "max_evals": t["max_evals"], "failed_trials": len(rows) - len(ok)}
+    best["search"] = search  # which path ran the trials
     write_json(best_path, best)
     log.info("%s: best lr %.3g, %d epochs (trial %d)", cfg["name"], best["lr"], best["epochs"], best["trial"])
     return best

@@ -1,0 +1,24 @@
+"""benchmarks/seed_loop.py as a CPU smoke test: both loops run and the ratios are printed."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_seed_loop_benchmark_prints_images_per_second_and_ratios():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "seed_loop.py"), "--models", "mlp",
+                          "--images", "160", "--test-images", "32", "--trials", "2", "--epochs", "1",
+                          "--device", "cpu", "--threads", "1"],
+                         capture_output=True, text=True, timeout=240, cwd=ROOT / "tests")
+    assert out.returncode == 0, out.stderr
+    lines = {}
+    for m in re.finditer(r"^(\w+)\s+(tune|final)\s+study\s+([\d.]+) images/s\s+ours\s+([\d.]+) images/s\s+"
+                         r"ratio ours/study\s+([\d.]+) x$", out.stdout, re.M):
+        model, stage, study, ours, ratio = m.groups()
+        lines[(model, stage)] = float(study), float(ours), float(ratio)
+    assert set(lines) == {("mlp", "tune"), ("mlp", "final")}, out.stdout
+    for study, ours, ratio in lines.values():
+        assert study > 0 and ours > 0
+        assert abs(ratio - ours / study) <= 0.01 + 0.01 * ratio   # the printed ratio is the measured one
