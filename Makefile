@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	touch $@
 
-## demo: the whole pipeline on the bundled digits data (~4 min on 2 CPU cores)
+## demo: the whole pipeline on the bundled digits data (~20 min on 2 CPU cores)
 demo: venv
 	$(PY) -m reprozoo check-config config.yaml config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml
