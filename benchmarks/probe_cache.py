@@ -42,6 +42,17 @@ def images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y[idx]
 
 
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+
+
+def device_from(args: argparse.Namespace) -> torch.device:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return pick_device(args.device)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=256, help="training + validation images (80/20)")
@@ -50,12 +61,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs per trial and for the final training")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--weights", default="none", help="IMAGENET1K_V1 when the file is in the torch hub cache")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0)
+    add_device_options(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = device_from(args)
 
     x, y = images(args.images)
     n_train = int(0.8 * len(y))

@@ -39,9 +39,9 @@ from torchvision import transforms
 from torchvision.datasets import VisionDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/seed_loop.py` from anywhere
-from benchmarks.probe_cache import images  # noqa: E402
+from benchmarks.probe_cache import add_device_options, device_from, images  # noqa: E402
 from reprozoo.config import load_config, resolve_model  # noqa: E402
-from reprozoo.engine import Runner, Tensors, fit, pick_device, seed_everything  # noqa: E402
+from reprozoo.engine import Runner, Tensors, fit, seed_everything  # noqa: E402
 from reprozoo.models import create_model  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
@@ -92,12 +92,9 @@ def main() -> None:
     p.add_argument("--test-images", type=int, default=256)
     p.add_argument("--trials", type=int, default=2, help="tuning trials (the study: 20)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial and for the final training")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0)
+    add_device_options(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = device_from(args)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     cfg_all = load_config(CONFIG)
 

@@ -51,7 +51,8 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
     metrics["model"] = cfg["name"]
 
     metrics["extra"] = {}
-    size = load_arrays(data_path)["x_test"].shape[1]  # extra images are stored as the dataset's are
+    if extra_tests:  # extra images are stored at the dataset's size (a probe's arrays hold features)
+        size = (load_arrays(data_path) if cfg.get("backbone") else arrays)["x_test"].shape[1]
     for name, root in sorted((extra_tests or {}).items()):
         x, y, _ = read_imagefolder(Path(root), "test", size, classes)
         data = Tensors.from_numpy(x, y, device)
