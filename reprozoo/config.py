@@ -171,7 +171,7 @@ def validate_config(cfg: dict) -> None:
         if section["arch"] not in archs:
             raise ConfigError(f"config key 'models.{name}.arch': unknown architecture "
                               f"'{section['arch']}' (registered: {', '.join(sorted(archs))})")
-        _check_args(f"models.{name}.args", section["arch"], section.get("args", {}))
+        _check_args(f"models.{name}.args", section["arch"], archs[section["arch"]], section.get("args", {}))
         if "backbone" in section and section["backbone"] not in cfg.get("backbones", {}):
             raise ConfigError(f"config key 'models.{name}.backbone': unknown backbone '{section['backbone']}' "
                               f"(defined: {', '.join(sorted(cfg.get('backbones', {}))) or 'none'})")
@@ -182,8 +182,8 @@ def validate_config(cfg: dict) -> None:
                     raise ConfigError(f"config key 'models.{name}.paper.{key}': required by "
                                       "'hparams: paper' but missing")
     for name, ablation in cfg.get("ablations", {}).items():
-        _check_args(f"ablations.{name}.set.args", cfg["models"][ablation["base"]]["arch"],
-                    ablation["set"].get("args", {}))
+        base_arch = cfg["models"][ablation["base"]]["arch"]
+        _check_args(f"ablations.{name}.set.args", base_arch, archs[base_arch], ablation["set"].get("args", {}))
 
 
 def _check_lr_ranges(cfg: dict) -> None:
@@ -200,13 +200,12 @@ def _check_lr_ranges(cfg: dict) -> None:
                                   f"low < high (lr is log-uniform over [e^low, e^high])")
 
 
-def _check_args(key: str, arch: str, args: dict) -> None:
-    """The architecture's factory takes these keyword arguments (read from its source, no torch)."""
-    accepted, any_keyword = registered_architectures()[arch][3:]
-    unknown = sorted(set(args) - set(accepted) - {"num_classes"})
-    if unknown and not any_keyword:
-        raise ConfigError(f"config key '{key}.{unknown[0]}': '{arch}' takes no argument '{unknown[0]}' "
-                          f"(it takes: {', '.join(a for a in accepted if a != 'num_classes')})")
+def _check_args(key: str, name: str, arch: "Architecture", args: dict) -> None:
+    """Architecture `name`'s factory takes these keyword arguments (read from its source, no torch)."""
+    unknown = sorted(set(args) - set(arch.args) - {"num_classes"})
+    if unknown and not arch.any_keyword:
+        raise ConfigError(f"config key '{key}.{unknown[0]}': '{name}' takes no argument '{unknown[0]}' "
+                          f"(it takes: {', '.join(a for a in arch.args if a != 'num_classes')})")
 
 
 def resolve_model(cfg: dict, name: str) -> dict:
