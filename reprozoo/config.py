@@ -175,15 +175,21 @@ def validate_config(cfg: dict) -> None:
         if "backbone" in section and section["backbone"] not in cfg.get("backbones", {}):
             raise ConfigError(f"config key 'models.{name}.backbone': unknown backbone '{section['backbone']}' "
                               f"(defined: {', '.join(sorted(cfg.get('backbones', {}))) or 'none'})")
-        if section.get("hparams", cfg["protocol"]["hparams"]) == "paper" and name in cfg["run"]["models"]:
-            paper = section.get("paper", {})
-            for key in ("lr", "epochs"):
-                if key not in paper:
-                    raise ConfigError(f"config key 'models.{name}.paper.{key}': required by "
-                                      "'hparams: paper' but missing")
     for name, ablation in cfg.get("ablations", {}).items():
         base_arch = cfg["models"][ablation["base"]]["arch"]
         _check_args(f"ablations.{name}.set.args", base_arch, archs[base_arch], ablation["set"].get("args", {}))
+    for name in run_models(cfg):
+        section = cfg["models"].get(name) or deep_merge(cfg["models"][cfg["ablations"][name]["base"]],
+                                                         cfg["ablations"][name]["set"])
+        if section.get("hparams", cfg["protocol"]["hparams"]) == "paper":
+            found = paper_hparams(cfg, name)
+            missing = [key for key in ("lr", "epochs") if key not in found]
+            if missing and name in cfg["models"]:
+                raise ConfigError(f"config key 'models.{name}.paper.{missing[0]}': required by "
+                                  "'hparams: paper' but missing")
+            if missing:
+                raise ConfigError(f"config key 'ablations.{name}.paper.{missing[0]}': required by 'hparams: paper' "
+                                  f"but missing (its base '{cfg['ablations'][name]['base']}' gives none either)")
 
 
 def _check_lr_ranges(cfg: dict) -> None:
@@ -223,14 +229,28 @@ def resolve_model(cfg: dict, name: str) -> dict:
     # The reported numbers matter to training only under `hparams: paper` (lr, epochs);
     # the rest of the paper block goes to the report alone, so editing it reruns only the report.
     resolved.pop("verify", None)  # the verifier's expectations reach only the verify stage
-    paper = resolved.pop("paper", {})
-    resolved["paper"] = ({k: paper[k] for k in ("lr", "epochs") if k in paper}
-                         if resolved["hparams"] == "paper" else {})
+    resolved.pop("paper", None)
+    resolved["paper"] = paper_hparams(cfg, name) if resolved["hparams"] == "paper" else {}
     if "backbone" in resolved:
         resolved["backbone"] = {"name": resolved["backbone"], **cfg["backbones"][resolved["backbone"]]}
     resolved["name"] = name
     resolved["seed"] = cfg["seed"]
     return resolved
+
+
+def paper_hparams(cfg: dict, name: str) -> dict:
+    """The reported lr and epochs that model (or ablation) `name` trains with under
+    `hparams: paper`. An ablation the study gives none for takes its base's, with
+    `from: <base>`: the ablation changes one thing, not the recipe."""
+    ablation = cfg.get("ablations", {}).get(name)
+    paper = (ablation if ablation is not None else cfg["models"][name]).get("paper", {})
+    found = {k: paper[k] for k in ("lr", "epochs") if k in paper}
+    if ablation is not None and not found:
+        base = cfg["models"][ablation["base"]].get("paper", {})
+        found = {k: base[k] for k in ("lr", "epochs") if k in base}
+        if found:
+            found["from"] = ablation["base"]
+    return found
 
 
 def resolve_backbone(cfg: dict, name: str) -> dict:

@@ -12,16 +12,20 @@ trials, in trial order, each through the very objective `tune` uses, so seeding,
 early stopping and failure rows are those of the sequential path:
 
 - workers == 1: in this process, one after another (bit-identical to `fmin`);
-- workers > 1: one forked process per trial, `workers` at a time, each with
-  `torch.set_num_threads(parent's // workers)` (a forked child that keeps the
-  parent's OpenMP threads hung here). On CPU the thread count changes the
+- workers > 1 on CPU: one forked process per trial, `workers` at a time, each
+  with `torch.set_num_threads(parent's // workers)` (a forked child that keeps
+  the parent's OpenMP threads hung here). On CPU the thread count changes the
   reduction order: histories match the sequential path run at the same thread
-  count; at another count they drift by ~1e-3 after two epochs (measured). Fork needs the parent to be free of CUDA;
-  the data tensors of a CUDA tune live there already, so on CUDA `run` keeps
-  one process (a GPU session measures and enables a spawn path, see README).
+  count; at another count they drift by ~1e-3 after two epochs (measured);
+- workers > 1 on CUDA: `workers` spawned processes share the card (fork is
+  impossible once CUDA is initialised). Each builds its own objective once, from
+  the same arguments (`rebuild`), holds its own copy of the tuning split on the
+  card, and takes trials one after another. Small models leave an H100 mostly
+  idle between kernel launches; several processes fill those gaps.
 
 The number of workers comes from the environment variable
-REPROZOO_TUNE_WORKERS (default 1, so results on CPU are unchanged).
+REPROZOO_TUNE_WORKERS; unset, it is 1 on CPU (results unchanged) and
+`CUDA_WORKERS` on a GPU (chosen by benchmarks/concurrent_tune.py, see README).
 """
 from __future__ import annotations
 
@@ -46,8 +50,13 @@ def applies(max_evals: int) -> bool:
     return max_evals <= STARTUP_TRIALS
 
 
-def workers_from_env() -> int:
-    value = os.environ.get("REPROZOO_TUNE_WORKERS", "1")
+# Trials at a time on one GPU when REPROZOO_TUNE_WORKERS is unset (measured on an H100, README)
+CUDA_WORKERS = 4
+
+
+def workers_from_env(device: torch.device | None = None) -> int:
+    default = CUDA_WORKERS if device is not None and device.type == "cuda" else 1
+    value = os.environ.get("REPROZOO_TUNE_WORKERS", str(default))
     try:
         workers = int(value)
     except ValueError:
@@ -73,12 +82,12 @@ def startup_lrs(lr_log_range, max_evals: int, seed: int) -> list[float]:
     return lrs
 
 
-# what a forked worker needs; set in the parent just before the pool forks
+# what a worker process needs; set in the parent just before a fork, or in a spawned worker's initializer
 _JOB: dict = {}
 
 
 def _one_trial(i: int) -> tuple[dict, dict]:
-    """In a forked worker: run trial i (0-based) through the parent's objective."""
+    """In a worker: run trial i (0-based) through the objective."""
     objective, rows, lrs, threads = _JOB["objective"], _JOB["rows"], _JOB["lrs"], _JOB["threads"]
     torch.set_num_threads(threads)
     rows[:] = [None] * i   # the objective numbers its row len(rows) + 1
@@ -86,14 +95,27 @@ def _one_trial(i: int) -> tuple[dict, dict]:
     return rows[-1], result
 
 
+def _spawned(rebuild: tuple, lrs: list[float], threads: int, log_level: int) -> None:
+    """A spawned worker's initializer: build the objective (data on the card) once."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    build, args = rebuild
+    objective, rows, _ = build(*args)
+    _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)
+
+
 def run(objective: Callable[[dict], dict], rows: list, lrs: list[float], workers: int = 1,
-        device: torch.device | None = None) -> str:
+        device: torch.device | None = None, rebuild: tuple | None = None, start: str | None = None) -> str:
     """Train one trial per lr with `objective`; append their rows to `rows` in trial order.
 
-    Returns how the trials ran ("in-process" or "forked xN"). Raises hyperopt's
-    AllTrialsFailed when no trial succeeded, as `fmin` does."""
-    if workers > 1 and device is not None and device.type == "cuda":
-        log.warning("concurrent trials: fork is impossible once CUDA is initialised; running them in-process")
+    `rebuild` = (function, args) such that function(*args) returns a fresh
+    (objective, rows, failures) in another process: what a spawned CUDA worker
+    runs. `start` picks how workers start: "fork" (the CPU default) or "spawn"
+    (the CUDA default; on CPU for tests). Returns how the trials ran ("in-process", "forked xN" or "spawned xN
+    on cuda"). Raises hyperopt's AllTrialsFailed when no trial succeeded, as `fmin` does."""
+    cuda = device is not None and device.type == "cuda"
+    start = start or ("spawn" if cuda else "fork")
+    if workers > 1 and start == "spawn" and rebuild is None:
+        log.warning("spawned trial workers need a rebuild function; running the trials in-process")
         workers = 1
     workers = min(workers, len(lrs))
     if workers <= 1:
@@ -101,16 +123,21 @@ def run(objective: Callable[[dict], dict], rows: list, lrs: list[float], workers
         how = "in-process"
     else:
         threads = max(1, torch.get_num_threads() // workers)
-        _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)  # fork copies them
+        if start == "spawn":
+            context, how = mp.get_context("spawn"), f"spawned x{workers} on {device.type}"
+            pool_args = dict(initializer=_spawned, initargs=(rebuild, lrs, threads, log.getEffectiveLevel()))
+        else:
+            _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)  # fork copies them
+            context, how = mp.get_context("fork"), f"forked x{workers}"
+            pool_args = dict(maxtasksperchild=1)
         try:
-            with mp.get_context("fork").Pool(workers, maxtasksperchild=1) as pool:
+            with context.Pool(workers, **pool_args) as pool:
                 done = pool.map(_one_trial, range(len(lrs)), chunksize=1)
         finally:
             _JOB.clear()
         for row, _ in done:
             rows.append(row)
         results = [r for _, r in done]
-        how = f"forked x{workers}"
     if not any(r.get("status") == STATUS_OK for r in results):
         raise AllTrialsFailed
     return how

@@ -57,12 +57,51 @@ def all_failed(name: str, failures: list[Diverged], t: dict) -> str:
 
 def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, features_path=None) -> dict:
     if cfg["hparams"] == "paper":
-        best = {"source": "paper", "lr": cfg["paper"]["lr"], "epochs": cfg["paper"]["epochs"]}
+        paper = cfg["paper"]
+        best = {"source": f"paper ({paper['from']}'s)" if "from" in paper else "paper",
+                "lr": paper["lr"], "epochs": paper["epochs"]}
         log.info("%s: hparams: paper -> lr %.3g, %d epochs (no tuning)", cfg["name"], best["lr"], best["epochs"])
         write_csv(trials_path, pd.DataFrame(columns=TRIAL_COLUMNS), index=False)
         write_json(best_path, best)
         return best
 
+    t = cfg["tune"]
+    lo, hi = t["lr_log_range"]
+    trials = Trials()
+    search = "sequential"
+    objective, rows, failures = trial_objective(cfg, data_path, split_path, device, features_path)
+    try:
+        if concurrent.applies(t["max_evals"]):  # every trial is a TPE start-up draw: random search
+            lrs = concurrent.startup_lrs((lo, hi), t["max_evals"], cfg["seed"])
+            rebuild = (trial_objective, (cfg, data_path, split_path, device, features_path))
+            search = "concurrent: " + concurrent.run(objective, rows, lrs, concurrent.workers_from_env(device),
+                                                     device, rebuild)
+        else:
+            fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
+                 trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=True)
+    except AllTrialsFailed:
+        # trials run in worker processes report their failures only through their rows
+        failures = failures or [Diverged(r["error"]) for r in rows if r["status"] == "fail"]
+        raise TuneError(all_failed(cfg["name"], failures, t)) from None
+    finally:
+        write_csv(trials_path, pd.DataFrame(rows, columns=TRIAL_COLUMNS), index=False)
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    winner = min(ok, key=lambda r: r["best_val_loss"])
+    best = {"source": "tuned", "lr": winner["lr"], "epochs": int(winner["best_epoch"]), "trial": winner["trial"],
+            "best_val_loss": winner["best_val_loss"], "best_val_accuracy": winner["best_val_accuracy"],
+            "max_evals": t["max_evals"], "failed_trials": len(rows) - len(ok)}
+    best["search"] = search  # which path ran the trials
+    write_json(best_path, best)
+    log.info("%s: best lr %.3g, %d epochs (trial %d)", cfg["name"], best["lr"], best["epochs"], best["trial"])
+    return best
+
+
+def trial_objective(cfg: dict, data_path, split_path, device, features_path=None):
+    """What one tuning trial runs: `(objective, rows, failures)`. `objective({"lr": lr})`
+    trains a fresh seeded model, appends its row (numbered len(rows) + 1) to `rows`,
+    and returns hyperopt's result dict. Module-level, so that a spawned worker
+    process can build its own from the same arguments."""
     arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
     labelled = None if cfg.get("labelled_per_class") is None else labelled_mask(
         arrays["y_train"], split["train"], cfg["labelled_per_class"], cfg["seed"], arrays["classes"])
@@ -108,30 +147,4 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
                  lr, best["epoch"], best["val_loss"], best["val_accuracy"], row["seconds"])
         return {"status": STATUS_OK, "loss": best["val_loss"], "best_epoch": best["epoch"]}
 
-    lo, hi = t["lr_log_range"]
-    trials = Trials()
-    search = "sequential"
-    try:
-        if concurrent.applies(t["max_evals"]):  # every trial is a TPE start-up draw: random search
-            search = "concurrent: " + concurrent.run(
-                objective, rows, concurrent.startup_lrs((lo, hi), t["max_evals"], cfg["seed"]),
-                concurrent.workers_from_env(), device)
-        else:
-            fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
-                 trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=True)
-    except AllTrialsFailed:
-        # trials run in forked workers report their failures only through their rows
-        failures = failures or [Diverged(r["error"]) for r in rows if r["status"] == "fail"]
-        raise TuneError(all_failed(cfg["name"], failures, t)) from None
-    finally:
-        write_csv(trials_path, pd.DataFrame(rows, columns=TRIAL_COLUMNS), index=False)
-
-    ok = [r for r in rows if r["status"] == "ok"]
-    winner = min(ok, key=lambda r: r["best_val_loss"])
-    best = {"source": "tuned", "lr": winner["lr"], "epochs": int(winner["best_epoch"]), "trial": winner["trial"],
-            "best_val_loss": winner["best_val_loss"], "best_val_accuracy": winner["best_val_accuracy"],
-            "max_evals": t["max_evals"], "failed_trials": len(rows) - len(ok)}
-    best["search"] = search  # which path ran the trials
-    write_json(best_path, best)
-    log.info("%s: best lr %.3g, %d epochs (trial %d)", cfg["name"], best["lr"], best["epochs"], best["trial"])
-    return best
+    return objective, rows, failures

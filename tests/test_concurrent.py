@@ -1,4 +1,5 @@
 """Concurrent tuning trials (reprozoo.trials) against the sequential fmin path, on CPU."""
+import functools
 import json
 
 import pandas as pd
@@ -33,12 +34,15 @@ def test_startup_is_hyperopt_default():
     assert concurrent.applies(20) and not concurrent.applies(21)
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("workers, start", [("1", None), ("2", None), ("2", "spawn")])
 def test_concurrent_trials_match_sequential(demo_cfg, digits_npz, digits_split, tmp_path, monkeypatch,
-                                            sequential, workers):
+                                            sequential, workers, start):
+    """start=spawn: the CUDA path (workers that rebuild the objective from tune's arguments), run on CPU."""
     # cnn: BN and dropout, so the random streams and batch statistics must line up too
     cfg = tiny_model_cfg(demo_cfg, "cnn", tune={"max_evals": 3, "max_epochs": 2, "patience": 1})
     monkeypatch.setenv("REPROZOO_TUNE_WORKERS", workers)
+    if start:
+        monkeypatch.setattr(concurrent, "run", functools.partial(concurrent.run, start=start))
     threads = torch.get_num_threads()
     torch.set_num_threads(int(workers))  # each forked worker gets 1 thread; the sequential run too
     try:
@@ -49,7 +53,8 @@ def test_concurrent_trials_match_sequential(demo_cfg, digits_npz, digits_split, 
     finally:
         torch.set_num_threads(threads)
     assert best_s["search"] == "sequential" and best_c["search"].startswith("concurrent")
-    assert ("forked x2" in best_c["search"]) == (workers == "2")
+    assert ("forked x2" in best_c["search"]) == (workers == "2" and start is None)
+    assert ("spawned x2 on cpu" in best_c["search"]) == (start == "spawn")
     assert rows_c["lr"].tolist() == rows_s["lr"].tolist()        # the same draws, exactly
     assert rows_c["trial"].tolist() == [1, 2, 3] and list(rows_c.columns) == list(rows_s.columns)
     pd.testing.assert_frame_equal(rows_c[COLUMNS], rows_s[COLUMNS], check_exact=False, rtol=1e-5, atol=1e-6)

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli, run_snakemake
-from reprozoo.config import ConfigError, load_config, resolve_model, validate_config
+from reprozoo.config import ConfigError, expand_ablations, load_config, resolve_model, validate_config
 
 
 def test_study_config_is_the_published_study(study_cfg):
@@ -59,6 +59,28 @@ def test_hparams_paper_needs_reported_lr(tmp_path):
     path.write_text(yaml.safe_dump({"models": {"extra": {"arch": "mlp", "hparams": "paper"}},
                                     "run": {"models": ["extra"]}}))
     with pytest.raises(ConfigError, match="models.extra.paper.lr"):
+        load_config(ROOT / "config.yaml", path)
+
+
+def test_ablations_under_hparams_paper_take_their_bases_reported_lr(tmp_path):
+    """The study's ablations report no lr/epochs of their own: they train with the base's
+    (found on the first GPU run, where the ablation's tune job died on a KeyError)."""
+    path = tmp_path / "o.yaml"
+    path.write_text(yaml.safe_dump({"protocol": {"hparams": "paper"},
+                                    "run": {"models": ["cnn", "resnet18", "vae"],
+                                            "ablations": ["cnn_nobn", "resnet18_noresidual"]},
+                                    "models": {"vae": {"hparams": "tuned"}}}))
+    cfg = expand_ablations(load_config(ROOT / "config.yaml", path))
+    base = cfg["models"]["cnn"]["paper"]
+    assert resolve_model(cfg, "cnn_nobn")["paper"] == {"lr": base["lr"], "epochs": base["epochs"], "from": "cnn"}
+    assert resolve_model(cfg, "cnn")["paper"] == {"lr": base["lr"], "epochs": base["epochs"]}
+    # an ablation whose base reports nothing is a config error naming the ablation
+    path.write_text(yaml.safe_dump({"protocol": {"hparams": "paper"},
+                                    "run": {"models": ["vae"], "ablations": ["vae_small"]},
+                                    "models": {"vae": {"hparams": "tuned"}},
+                                    "ablations": {"vae_small": {"base": "vae", "what": "z", "set": {
+                                        "hparams": "paper", "args": {"z_dim": 8}}}}}))
+    with pytest.raises(ConfigError, match=r"ablations.vae_small.paper.lr.*base 'vae'"):
         load_config(ROOT / "config.yaml", path)
 
 
