@@ -170,7 +170,7 @@ class ACGAN(Classification):
         was_training = model.training
         model.eval()
         y = torch.arange(model.num_classes, device=device).repeat_interleave(8)
-        images = model.sample(y, torch.Generator().manual_seed(0)).float().view(model.num_classes, 8, -1)
+        images = model.sample(y, torch.Generator().manual_seed(0)).float().reshape(model.num_classes, 8, -1)  # channels_last on CUDA
         model.train(was_training)
         within = images.std(1).mean().item()
         overall = images.flatten(0, 1).std(0).mean().item()

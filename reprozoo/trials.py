@@ -95,9 +95,16 @@ def _one_trial(i: int) -> tuple[dict, dict]:
     return rows[-1], result
 
 
-def _spawned(rebuild: tuple, lrs: list[float], threads: int, log_level: int) -> None:
-    """A spawned worker's initializer: build the objective (data on the card) once."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _log_files() -> list[str]:
+    """The files the parent logs to (the stage's --log), for spawned workers to append to."""
+    return [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+def _spawned(rebuild: tuple, lrs: list[float], threads: int, log_level: int, log_files: list[str]) -> None:
+    """A spawned worker's initializer: log where the parent does, build the objective (data on the card) once."""
+    handlers = [logging.StreamHandler()] + [logging.FileHandler(f) for f in log_files]
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
     build, args = rebuild
     objective, rows, _ = build(*args)
     _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)
@@ -125,7 +132,8 @@ def run(objective: Callable[[dict], dict], rows: list, lrs: list[float], workers
         threads = max(1, torch.get_num_threads() // workers)
         if start == "spawn":
             context, how = mp.get_context("spawn"), f"spawned x{workers} on {device.type}"
-            pool_args = dict(initializer=_spawned, initargs=(rebuild, lrs, threads, log.getEffectiveLevel()))
+            pool_args = dict(initializer=_spawned, initargs=(rebuild, lrs, threads, log.getEffectiveLevel(),
+                                                                    _log_files()))
         else:
             _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)  # fork copies them
             context, how = mp.get_context("fork"), f"forked x{workers}"
