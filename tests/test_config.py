@@ -74,6 +74,11 @@ def test_ablations_under_hparams_paper_take_their_bases_reported_lr(tmp_path):
     base = cfg["models"]["cnn"]["paper"]
     assert resolve_model(cfg, "cnn_nobn")["paper"] == {"lr": base["lr"], "epochs": base["epochs"], "from": "cnn"}
     assert resolve_model(cfg, "cnn")["paper"] == {"lr": base["lr"], "epochs": base["epochs"]}
+    # what the stages receive (--model JSON) passes their schema check, `from` included
+    import json
+    from reprozoo.config import parse_json_arg
+    resolved = resolve_model(cfg, "resnet18_noresidual")
+    assert parse_json_arg(json.dumps(resolved), "--model", "resolved_model")["paper"]["from"] == "resnet18"
     # an ablation whose base reports nothing is a config error naming the ablation
     path.write_text(yaml.safe_dump({"protocol": {"hparams": "paper"},
                                     "run": {"models": ["vae"], "ablations": ["vae_small"]},
