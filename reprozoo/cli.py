@@ -92,7 +92,7 @@ def _common(p: argparse.ArgumentParser, model: bool = False, compute: bool = Fal
     if compute:
         p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
         p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--log", metavar="PATH", help="also append log lines to this file")
+    p.add_argument("--log", metavar="PATH", help="also write log lines to this file (replaced each run)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="features .pt to write")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--log", metavar="PATH", help="also append log lines to this file")
+    p.add_argument("--log", metavar="PATH", help="also write log lines to this file (replaced each run)")
 
     p = sub.add_parser("verify", help="module-level checks of one model (no data): stats, gradients, references")
     _common(p, model=True)
@@ -216,7 +216,7 @@ def _setup_logging(path: str | None) -> None:
         from pathlib import Path
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path))
+        handlers.append(logging.FileHandler(path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
 

@@ -192,10 +192,12 @@ class _Pipeline:
                 raise ConfigError(f"rule {job['rule']}: '{token}' contains '${{', which DVC would read as "
                                   "a variable; rename that path or config value")
 
-        def quote(token: str) -> str:
-            return token if token in ours else shlex.quote(token)
+        def quote(token: str) -> str:  # the rule's log redirection stays shell syntax
+            return token if token in ours or token in (">", "2>&1") else shlex.quote(token)
 
         stage = {"cmd": " ".join(quote(t) for t in cmd)}
+        if ">" in cmd:  # DVC, unlike Snakemake, does not make the log's folder
+            stage["cmd"] = f"mkdir -p {shlex.quote(str(Path(cmd[cmd.index('>') + 1]).parent))} && {stage['cmd']}"
         if job["deps"]:
             stage["deps"] = job["deps"]
         if keys:

@@ -28,7 +28,7 @@ def extract(backbone: torch.nn.Module, images: Tensors, normalize: Normalize, ba
     """uint8 (N, 3, H, W) -> backbone features (N, D) in fp16, on the CPU."""
     out = []
     cuda = device.type == "cuda"
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False):
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
         x = normalize(images.x[start:start + batch_size])
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)

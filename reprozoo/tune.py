@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
                                                      device, rebuild)
         else:
             fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
-                 trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=True)
+                 trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=sys.stderr.isatty())
     except AllTrialsFailed:
         # trials run in worker processes report their failures only through their rows
         failures = failures or [Diverged(r["error"]) for r in rows if r["status"] == "fail"]
@@ -116,7 +117,8 @@ def trial_objective(cfg: dict, data_path, split_path, device, features_path=None
         lr = float(params["lr"])
         generator = seed_everything(cfg["seed"])
         runner = Runner(create_model(cfg["arch"], num_classes, **cfg["args"]), cfg, device, lr)
-        bar = tqdm(total=t["max_epochs"], desc=f"trial {len(rows) + 1} lr={lr:.2e}", leave=False, unit="ep")
+        bar = tqdm(total=t["max_epochs"], desc=f"trial {len(rows) + 1} lr={lr:.2e}", leave=False, unit="ep",
+                   disable=None)  # no bar where stderr is a file (a rule's log): the log lines say it all
         row = {"trial": len(rows) + 1, "lr": lr, "error": ""}
         start = time.perf_counter()
         epochs: list[dict] = []   # as they finish (a disabled bar counts nothing)

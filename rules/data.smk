@@ -16,7 +16,7 @@ rule download:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo download --dataset {params.dataset:q} --out {output} --log {log}"
+        "python -m reprozoo download --dataset {params.dataset:q} --out {output} > {log} 2>&1"
 
 
 rule prepare:
@@ -33,7 +33,7 @@ rule prepare:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo prepare --dataset {params.dataset:q} --manifest {input.manifest} --out {output} --log {log}"
+        "python -m reprozoo prepare --dataset {params.dataset:q} --manifest {input.manifest} --out {output} > {log} 2>&1"
 
 
 rule split:
@@ -50,4 +50,4 @@ rule split:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo split --data {input.data} --seed {wildcards.seed} "
-        "--tune-fraction {params.tune_fraction} --val-fraction {params.val_fraction} --out {output} --log {log}"
+        "--tune-fraction {params.tune_fraction} --val-fraction {params.val_fraction} --out {output} > {log} 2>&1"

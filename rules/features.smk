@@ -20,4 +20,4 @@ rule cache_features:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo cache-features --backbone {params.backbone:q} --data {input.data} --out {output} "
-        "--threads {threads} --log {log}"
+        "--threads {threads} > {log} 2>&1"

@@ -22,7 +22,7 @@ rule tune:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo tune --model {params.model:q} --data {input.data} --split {input.split} "
-        "--trials {output.trials} --best {output.best} {params.features} --threads {threads} --log {log}"
+        "--trials {output.trials} --best {output.best} {params.features} --threads {threads} > {log} 2>&1"
 
 
 rule train:
@@ -50,7 +50,7 @@ rule train:
         "python -m reprozoo train --model {params.model:q} --data {input.data} --split {input.split} "
         "--best {input.best} --seed {wildcards.seed} --weights {output.weights} --history {output.history} "
         "--run {output.run} "
-        "{params.features} --threads {threads} --log {log}"
+        "{params.features} --threads {threads} > {log} 2>&1"
 
 
 rule evaluate:
@@ -77,4 +77,4 @@ rule evaluate:
     shell:
         "python -m reprozoo evaluate --model {params.model:q} --data {input.data} --weights {input.weights} "
         "--metrics {output.metrics} --confusion {output.confusion} {params.extra:q} {params.features} "
-        "--threads {threads} --log {log}"
+        "--threads {threads} > {log} 2>&1"

@@ -45,7 +45,7 @@ rule report:
         "--study {params.study:q} --ablations {params.ablations:q} --table-csv {output.csv} --table-md {output.md} "
         "--verdicts-csv {output.verdicts} --ablations-csv {output.ablations} "
         "--verification-csv {output.verification} "
-        "--figures {params.figures} --log {log}"
+        "--figures {params.figures} > {log} 2>&1"
 
 
 rule attention:
@@ -63,7 +63,7 @@ rule attention:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo attention --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--out {output} --log {log}"
+        "--out {output} > {log} 2>&1"
 
 
 rule samples:
@@ -82,4 +82,4 @@ rule samples:
         "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo samples --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--history {input.history} --out {output} --log {log}"
+        "--history {input.history} --out {output} > {log} 2>&1"

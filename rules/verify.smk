@@ -15,4 +15,4 @@ rule verify:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo verify --model {params.model:q} --expect {params.expect:q} --out {output} --log {log}"
+        "python -m reprozoo verify --model {params.model:q} --expect {params.expect:q} --out {output} > {log} 2>&1"

@@ -129,7 +129,9 @@ def test_dvc_stages_are_the_snakemake_jobs(tmp_path):
         stage = stages[name]
         assert [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)] == job["deps"], name
         assert sorted(o.def_path for o in stage.outs) == sorted(job["outs"]), name
-        assert stage.cmd.split()[:4] == job["cmd"].split()[:4]
+        command = stage.cmd.split(" && ")[-1]  # after the `mkdir -p` of the log's folder
+        assert command.split()[:4] == job["cmd"].split()[:4]
+        assert command.split()[-3:] == job["cmd"].split()[-3:] and command.split()[-3::2] == [">", "2>&1"], name
 
 
 def test_model_name_gives_the_json_the_snakefile_passes():
