@@ -17,7 +17,10 @@ Two stages, as the pipeline runs them:
   test images after every epoch.
 
 Prints images/s (training images per second of wall time, evaluation included)
-for both and the ratio ours / study.
+for both and the ratio ours / study. With `--workers N` (default: what `tune`
+uses, REPROZOO_TUNE_WORKERS or 4 on a GPU, 1 on CPU) above 1, a third line times
+our tune stage as `tune` runs it: the trials N at a time (spawned on CUDA, forked
+on CPU), process start-up included.
 
     python benchmarks/seed_loop.py --models mlp --images 640 --epochs 1 --trials 2   # CPU smoke size
     python benchmarks/seed_loop.py --models cnn resnet18 --images 50000 --test-images 10000 \\
@@ -43,6 +46,7 @@ from benchmarks.probe_cache import add_device_options, device_from, images  # no
 from reprozoo.config import load_config, resolve_model  # noqa: E402
 from reprozoo.engine import Runner, Tensors, fit, seed_everything  # noqa: E402
 from reprozoo.models import create_model  # noqa: E402
+from reprozoo import trials as concurrent  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
@@ -85,6 +89,22 @@ def study_fit(model: torch.nn.Module, train: ImageArrays, val: ImageArrays, epoc
     return total / n
 
 
+def bench_objective(cfg: dict, xt, yt, xv, yv, epochs: int, device: torch.device):
+    """(objective, rows, failures) for reprozoo.trials.run: our loop, one trial per lr,
+    `epochs` epochs without early stopping (as the study's side does)."""
+    train, val = Tensors.from_numpy(xt, yt, device), Tensors.from_numpy(xv, yv, device)
+    rows: list[dict] = []
+
+    def objective(params: dict) -> dict:
+        generator = seed_everything(cfg["seed"])
+        runner = Runner(create_model(cfg["arch"], 10, **cfg["args"]), cfg, device, params["lr"])
+        loss = fit(runner, train, val, epochs, generator)[-1]["val_loss"]
+        rows.append({"trial": len(rows) + 1, "lr": params["lr"], "val_loss": loss})
+        return {"status": "ok", "loss": loss}
+
+    return objective, rows, []
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["cnn"], help="model keys of config.yaml")
@@ -92,9 +112,11 @@ def main() -> None:
     p.add_argument("--test-images", type=int, default=256)
     p.add_argument("--trials", type=int, default=2, help="tuning trials (the study: 20)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial and for the final training")
+    p.add_argument("--workers", type=int, help="trials at a time for the concurrent tune line (default: tune's)")
     add_device_options(p)
     args = p.parse_args()
     device = device_from(args)
+    workers = args.workers or concurrent.workers_from_env(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     cfg_all = load_config(CONFIG)
 
@@ -136,7 +158,16 @@ def main() -> None:
             sync()
             ours = seen / (time.perf_counter() - start)
             print(f"{name:10s} {stage:5s} study {study:10.1f} images/s   ours {ours:10.1f} images/s   "
-                  f"ratio ours/study {ours / study:6.2f} x")
+                  f"ratio ours/study {ours / study:6.2f} x", flush=True)
+            if stage == "tune" and min(workers, len(runs)) > 1:
+                build = (bench_objective, (run_cfg, xt, yt, xv, yv, args.epochs, device))
+                start = time.perf_counter()
+                objective, rows, _ = build[0](*build[1]) if device.type != "cuda" else (None, [], [])
+                how = concurrent.run(objective, rows, runs, workers, device, build)
+                sync()
+                together = seen / (time.perf_counter() - start)
+                print(f"{name:10s} {stage:5s} study {study:10.1f} images/s   ours {together:10.1f} images/s   "
+                      f"ratio ours/study {together / study:6.2f} x   (trials {how})", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,3 +22,16 @@ def test_seed_loop_benchmark_prints_images_per_second_and_ratios():
     for study, ours, ratio in lines.values():
         assert study > 0 and ours > 0
         assert abs(ratio - ours / study) <= 0.01 + 0.01 * ratio   # the printed ratio is the measured one
+
+
+def test_seed_loop_times_concurrent_trials_as_tune_runs_them():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "seed_loop.py"), "--models", "mlp",
+                          "--images", "160", "--test-images", "32", "--trials", "2", "--epochs", "1",
+                          "--device", "cpu", "--threads", "2", "--workers", "2"],
+                         capture_output=True, text=True, timeout=240, cwd=ROOT / "tests")
+    assert out.returncode == 0, out.stderr
+    line = re.search(r"^mlp\s+tune\s+study\s+([\d.]+) images/s\s+ours\s+([\d.]+) images/s\s+"
+                     r"ratio ours/study\s+([\d.]+) x\s+\(trials forked x2\)$", out.stdout, re.M)
+    assert line, out.stdout
+    study, ours, ratio = map(float, line.groups())
+    assert abs(ratio - ours / study) <= 0.01 + 0.01 * ratio
