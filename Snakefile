@@ -33,6 +33,6 @@ onstart:
 
 
 rule all:
+    default_target: True
     input:
         all_reports(),
-    default_target: True

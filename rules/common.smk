@@ -104,8 +104,11 @@ def ablations_json(wildcards):
 
 def extra_test_args(wildcards):
     """`--extra-test NAME=ROOT ...` as a list: evaluate quotes each word (`:q`)."""
-    return [arg for name, spec in sorted(config.get("extra_test", {}).items())
-            for arg in ("--extra-test", f"{name}={spec['root']}")]
+    return [
+        arg
+        for name, spec in sorted(config.get("extra_test", {}).items())
+        for arg in ("--extra-test", f"{name}={spec['root']}")
+    ]
 
 
 # ------------------------------------------------------------------ image folders as inputs
@@ -212,14 +215,17 @@ def slurm_misfit():
     if plugin is None or plugin.cli_prefix != "slurm":
         return None
     try:
-        out = subprocess.run(["sinfo", "--noheader", "--format=%c"], capture_output=True, text=True, timeout=60,
-                             check=True).stdout
+        out = subprocess.run(
+            ["sinfo", "--noheader", "--format=%c"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
         largest = max(int(cpus.rstrip("+")) for cpus in out.split())
     except (OSError, subprocess.SubprocessError, ValueError):
         return None  # no sinfo answer: nothing to compare with (sbatch will say what is wrong)
     for job in workflow.dag.needrun_jobs():
         if job.threads > largest:
-            return (f"reprozoo: rule {job.rule.name} asks for {job.threads} CPUs and the largest SLURM node has "
-                    f"{largest}: SLURM would keep it pending forever. Run with --max-threads {largest}, or set "
-                    f"max-threads: {largest} in profiles/slurm/config.yaml")
+            return (
+                f"reprozoo: rule {job.rule.name} asks for {job.threads} CPUs and the largest SLURM node has "
+                f"{largest}: SLURM would keep it pending forever. Run with --max-threads {largest}, or set "
+                f"max-threads: {largest} in profiles/slurm/config.yaml"
+            )
     return None

@@ -1,5 +1,6 @@
 # download -> prepare -> split: one dataset's raw data to index lists.
 
+
 # Downloads need the network, which cluster nodes often lack: run on the host.
 localrules:
     download,
@@ -8,13 +9,13 @@ localrules:
 rule download:
     output:
         MANIFEST,
-    params:
-        dataset=dataset_json,
-        trees=dataset_trees,  # an imagefolder's content: the manifest records it
     log:
         expand(LOG, stage="download", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
+    params:
+        dataset=dataset_json,
+        trees=dataset_trees,  # an imagefolder's content: the manifest records it
     shell:
         "python -m reprozoo download --dataset {params.dataset:q} --out {output} > {log} 2>&1"
 
@@ -25,13 +26,13 @@ rule prepare:
         code=src("data.py"),
     output:
         DATA,
-    params:
-        dataset=dataset_json,
-        trees=dataset_trees,
     log:
         expand(LOG, stage="prepare", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
+    params:
+        dataset=dataset_json,
+        trees=dataset_trees,
     shell:
         "python -m reprozoo prepare --dataset {params.dataset:q} --manifest {input.manifest} --out {output} > {log} 2>&1"
 
@@ -41,13 +42,13 @@ rule split:
         data=DATA,
     output:
         SPLIT,
-    params:
-        tune_fraction=config["protocol"]["split"]["tune_fraction"],
-        val_fraction=config["protocol"]["split"]["val_fraction"],
     log:
         "logs/{dataset}/split-seed{seed}.log",
     conda:
         "../envs/reprozoo.yaml"
+    params:
+        tune_fraction=config["protocol"]["split"]["tune_fraction"],
+        val_fraction=config["protocol"]["split"]["val_fraction"],
     shell:
         "python -m reprozoo split --data {input.data} --seed {wildcards.seed} "
         "--tune-fraction {params.tune_fraction} --val-fraction {params.val_fraction} --out {output} > {log} 2>&1"

@@ -9,15 +9,15 @@ rule cache_features:
         code=[src("features.py"), src("models", "pretrained.py")],
     output:
         FEATURES,
-    params:
-        backbone=backbone_json,
-    threads: 4
-    resources:
-        gpu=1,
     log:
         "logs/{dataset}/cache_features/{backbone}.log",
     conda:
         "../envs/reprozoo.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        backbone=backbone_json,
     shell:
         "python -m reprozoo cache-features --backbone {params.backbone:q} --data {input.data} --out {output} "
         "--threads {threads} > {log} 2>&1"

@@ -10,16 +10,16 @@ rule tune:
     output:
         trials=TRIALS,
         best=BEST,
-    params:
-        model=model_json,
-        features=features_arg,
-    threads: 4
-    resources:
-        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     log:
         expand(MODEL_LOG, stage="tune", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
+    threads: 4
+    resources:
+        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
+    params:
+        model=model_json,
+        features=features_arg,
     shell:
         "python -m reprozoo tune --model {params.model:q} --data {input.data} --split {input.split} "
         "--trials {output.trials} --best {output.best} {params.features} --threads {threads} > {log} 2>&1"
@@ -36,16 +36,16 @@ rule train:
         weights=WEIGHTS,
         history=HISTORY,
         run=RUN,
-    params:
-        model=model_json,
-        features=features_arg,
-    threads: 4
-    resources:
-        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     log:
         expand(SEED_LOG, stage="train", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
+    threads: 4
+    resources:
+        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
+    params:
+        model=model_json,
+        features=features_arg,
     shell:
         "python -m reprozoo train --model {params.model:q} --data {input.data} --split {input.split} "
         "--best {input.best} --seed {wildcards.seed} --weights {output.weights} --history {output.history} "
@@ -62,18 +62,18 @@ rule evaluate:
     output:
         metrics=METRICS,
         confusion=CONFUSION,
+    log:
+        expand(SEED_LOG, stage="evaluate", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
+    threads: 4
+    resources:
+        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     params:
         model=model_json,
         features=features_arg,
         extra=extra_test_args,
         trees=extra_test_trees,
-    threads: 4
-    resources:
-        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
-    log:
-        expand(SEED_LOG, stage="evaluate", allow_missing=True),
-    conda:
-        "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo evaluate --model {params.model:q} --data {input.data} --weights {input.weights} "
         "--metrics {output.metrics} --confusion {output.confusion} {params.extra:q} {params.features} "

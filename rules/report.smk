@@ -27,6 +27,10 @@ rule report:
             caption="../workflow/report/confusion.rst",
             category="Confusion matrices",
         ),
+    log:
+        expand(LOG, stage="report", allow_missing=True),
+    conda:
+        "../envs/reprozoo.yaml"
     params:
         dataset=dataset_json,
         papers=papers_json,
@@ -34,10 +38,6 @@ rule report:
         ablations=ablations_json,
         models=report_models,
         figures=FIGURES,
-    log:
-        expand(LOG, stage="report", allow_missing=True),
-    conda:
-        "../envs/reprozoo.yaml"
     shell:
         "python -m reprozoo report --dataset {params.dataset:q} --papers {params.papers:q} "
         "--models {params.models} --metrics {input.metrics} --runs {input.runs} --best {input.best} "
@@ -55,12 +55,12 @@ rule attention:
         code=src("attention.py"),
     output:
         report(ATTENTION_PLOT, caption="../workflow/report/attention.rst", category="Attention maps"),
-    params:
-        model=model_json,
     log:
         expand(MODEL_LOG, stage="attention", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
+    params:
+        model=model_json,
     shell:
         "python -m reprozoo attention --model {params.model:q} --data {input.data} --weights {input.weights} "
         "--out {output} > {log} 2>&1"
@@ -74,12 +74,12 @@ rule samples:
         code=src("samples.py"),
     output:
         report(SAMPLES_PLOT, caption="../workflow/report/samples.rst", category="Generative models"),
-    params:
-        model=model_json,
     log:
         expand(MODEL_LOG, stage="samples", allow_missing=True),
     conda:
         "../envs/reprozoo.yaml"
+    params:
+        model=model_json,
     shell:
         "python -m reprozoo samples --model {params.model:q} --data {input.data} --weights {input.weights} "
         "--history {input.history} --out {output} > {log} 2>&1"

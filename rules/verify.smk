@@ -7,12 +7,12 @@ rule verify:
         code=model_code("verify"),
     output:
         VERIFY,
-    params:
-        model=model_json,
-        expect=verify_json,
     log:
         "logs/verify/{model}.log",
     conda:
         "../envs/reprozoo.yaml"
+    params:
+        model=model_json,
+        expect=verify_json,
     shell:
         "python -m reprozoo verify --model {params.model:q} --expect {params.expect:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,11 @@
+"""The workflow files follow Snakemake's formatter (snakefmt, pinned; settings in pyproject.toml)."""
+import subprocess
+
+from conftest import BIN, ROOT
+
+
+def test_workflow_files_pass_snakefmt_check():
+    files = ["Snakefile", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rules").glob("*.smk"))]
+    result = subprocess.run([str(BIN / "snakefmt"), "--check", *files], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert f"All {len(files)} file(s) would be left unchanged" in result.stderr + result.stdout
