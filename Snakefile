@@ -33,6 +33,7 @@ onstart:
 
 
 rule all:
+    """The study's report for every dataset in run.datasets (the default target)."""
     default_target: True
     input:
         all_reports(),

@@ -7,6 +7,7 @@ localrules:
 
 
 rule download:
+    """Fetch (or find offline) the dataset's source files; record what was found in the manifest."""
     output:
         MANIFEST,
     log:
@@ -21,6 +22,7 @@ rule download:
 
 
 rule prepare:
+    """Decode the dataset once into uint8 arrays (data.npz): what every later stage reads."""
     input:
         manifest=MANIFEST,
         code=src("data.py"),
@@ -38,6 +40,7 @@ rule prepare:
 
 
 rule split:
+    """The study's seeded tuning split: 20% of train, split 80/20 into tune-train and tune-val."""
     input:
         data=DATA,
     output:

@@ -4,6 +4,7 @@
 
 
 rule cache_features:
+    """Run a frozen backbone once over every image; probes train on these features alone."""
     input:
         data=DATA,
         code=[src("features.py"), src("models", "pretrained.py")],
@@ -11,6 +12,8 @@ rule cache_features:
         FEATURES,
     log:
         "logs/{dataset}/cache_features/{backbone}.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/cache_features/{backbone}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4

@@ -2,6 +2,7 @@
 
 
 rule tune:
+    """hyperopt over the lr on the tuning split (20 trials, early stopping), or the paper's lr and epochs."""
     input:
         data=DATA,
         split=split_file,
@@ -12,6 +13,8 @@ rule tune:
         best=BEST,
     log:
         expand(MODEL_LOG, stage="tune", allow_missing=True),
+    benchmark:
+        "logs/{dataset}/benchmarks/tune/{model}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4
@@ -26,6 +29,7 @@ rule tune:
 
 
 rule train:
+    """Final training on the whole training set at the tuned lr for the tuned epochs; test set every epoch."""
     input:
         data=DATA,
         split=split_file,
@@ -38,6 +42,8 @@ rule train:
         run=RUN,
     log:
         expand(SEED_LOG, stage="train", allow_missing=True),
+    benchmark:
+        "logs/{dataset}/benchmarks/train/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4
@@ -54,6 +60,7 @@ rule train:
 
 
 rule evaluate:
+    """Test accuracy, loss and confusion matrix of the trained weights (plus any extra test sets)."""
     input:
         data=DATA,
         weights=WEIGHTS,
@@ -64,6 +71,8 @@ rule evaluate:
         confusion=CONFUSION,
     log:
         expand(SEED_LOG, stage="evaluate", allow_missing=True),
+    benchmark:
+        "logs/{dataset}/benchmarks/evaluate/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4

@@ -2,6 +2,7 @@
 
 
 rule report:
+    """The comparison table beside the paper's numbers, verdicts, ablations and the figures."""
     input:
         metrics=per_run(METRICS),
         runs=per_run(RUN),
@@ -49,6 +50,7 @@ rule report:
 
 
 rule attention:
+    """Class-token attention maps of a transformer (models that declare them)."""
     input:
         data=DATA,
         weights=study_seed_weights,
@@ -67,6 +69,7 @@ rule attention:
 
 
 rule samples:
+    """Class-conditional sample grids of a generative classifier (models that declare them)."""
     input:
         data=DATA,
         weights=study_seed_weights,

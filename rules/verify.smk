@@ -3,6 +3,7 @@
 
 
 rule verify:
+    """Module checks of one architecture against references (shapes, parameter count, gradients)."""
     input:
         code=model_code("verify"),
     output:
