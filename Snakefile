@@ -10,6 +10,11 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+# The HTML report's front page (`snakemake --report report.html`); each figure and table
+# carries its own caption (workflow/report/*.rst, the rules' `report(...)` outputs).
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 

@@ -125,6 +125,7 @@ def test_one_offline_html_report_holds_every_figure_and_table(demo_run):
                  "attention_vit_tiny.png", "confusion_patch_lstm.png", "curves_vit_b16_probe.png",
                  "samples_vae.png", "samples_acgan.png"):
         assert name in html, name
+    assert "every reproduced number beside the reported one" in html  # the Snakefile's report: front page
 
 
 @pytest.mark.slow
