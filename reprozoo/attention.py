@@ -39,11 +39,14 @@ def attention_figure(cfg: dict, data_path, weights_path, out_path, index: int = 
     for i, (ax, m) in enumerate(zip(axes[1:], maps), start=1):
         up = F.interpolate(m[None, None], size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
         ax.imshow(image[0].permute(1, 2, 0).numpy())
-        ax.imshow(up.numpy(), cmap="inferno", alpha=0.6)
+        overlay = ax.imshow(up.numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=float(max(m.max() for m in maps)))
         ax.set_title(f"layer {i}", fontsize=9)
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"{cfg['name']}: class-token attention per layer (test image {index})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    bar = fig.colorbar(overlay, cax=fig.add_axes((0.94, 0.12, 0.012, 0.7)), format="%.3f")  # one scale for all
+    bar.set_label("attention weight", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     save_figure(fig, out_path)
     return maps

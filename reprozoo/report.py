@@ -262,7 +262,7 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
                  label=f"test accuracy{tag}")
     ax1.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
     if paper_accuracy is not None:
-        ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper {paper_accuracy:.2f}%")
+        ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper (CIFAR-10): {paper_accuracy:.2f}%")
     ax2.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
@@ -275,14 +275,18 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
 def plot_confusion(name: str, confusion: pd.DataFrame, path: Path) -> None:
     rates = confusion.div(confusion.sum(axis=1).replace(0, 1), axis=0) * 100
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    sns.heatmap(rates, annot=confusion.values, fmt="d", cmap="Blues", vmin=0, vmax=100, cbar_kws={"label": "% of true"},
-                ax=ax, annot_kws={"fontsize": 7})
-    ax.set(title=f"{name}: confusion matrix (test)", xlabel="predicted", ylabel="true")
+    sns.heatmap(rates, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar_kws={"label": "% of true class"},
+                ax=ax, annot_kws={"fontsize": 7})  # the numbers are what the colour shows: row %
+    ax.set(title=f"{name}: confusion matrix (test, % of each true class; n = {int(confusion.values.sum())})",
+           xlabel="predicted", ylabel="true")
     fig.tight_layout()
     save_figure(fig, path)
 
 
 def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
+    table = table.copy()
+    marked = table["flag"].astype(str).str.startswith("not comparable")
+    table["model"] = table["model"].where(~marked, table["model"] + " *")   # the table's "not comparable" rows
     long = table.melt(id_vars="model", value_vars=["paper_accuracy", "accuracy"], var_name="source",
                       value_name="test accuracy (%)").dropna()
     long["source"] = long["source"].map({"paper_accuracy": "paper (CIFAR-10, P100)",
@@ -293,14 +297,17 @@ def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
         ax.bar_label(container, fmt="%.1f", fontsize=8)
     ax.set(ylim=(0, 105), title="Test accuracy: reported vs reproduced")
     ax.tick_params(axis="x", labelrotation=20)
-    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, title=None, frameon=False)
-    fig.tight_layout()
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
+    if marked.any():
+        fig.text(0.01, 0.01, "* not comparable with the paper (its setting or dataset differs; see the table)",
+                 fontsize=8, color="dimgray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     save_figure(fig, path)
 
 
 def save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=200)  # print quality
     plt.close(fig)
 
 

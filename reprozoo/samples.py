@@ -30,11 +30,21 @@ PER_CLASS = 10      # samples per row of the grid
 RECONSTRUCTED = 10  # test images shown with their reconstructions
 
 
-def _show(ax, images: torch.Tensor, nrow: int, title: str) -> None:
-    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+def _show(ax, images: torch.Tensor, nrow: int, title: str, row_labels: list[str] | None = None) -> None:
+    """An image grid, `nrow` images per row; `row_labels` name the rows (a class grid's classes)."""
+    pad = 2
+    grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=pad, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_title(title, fontsize=9)
-    ax.axis("off")
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if row_labels:
+        side = images.shape[-2]
+        ax.set_yticks([pad + r * (side + pad) + side / 2 for r in range(len(row_labels))], row_labels, fontsize=8)
+        ax.tick_params(axis="y", length=0)
+    else:
+        ax.set_yticks([])
 
 
 @torch.no_grad()
@@ -68,7 +78,8 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, out_path) -
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         if "images" in panel:
-            _show(ax, panel["images"], panel["nrow"], panel["title"])
+            is_grid = panel["images"] is inputs.grid
+            _show(ax, panel["images"], panel["nrow"], panel["title"], classes if is_grid else None)
             continue
         for label, column in panel["curves"].items():
             ax.plot(inputs.history["epoch"], inputs.history[column], marker="o", label=label)
