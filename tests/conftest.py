@@ -130,3 +130,17 @@ def copy_workflow(work: Path) -> Path:
     (work / "tests").mkdir(exist_ok=True)
     shutil.copy2(ROOT / "tests" / "tiny.yaml", work / "tests" / "tiny.yaml")
     return work
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo (`snakemake --cores 2 --configfile config/demo.yaml`), run once per test session
+    in a copy of the workflow: every test that needs a finished demo pipeline reads this one.
+    Returns (work folder, wall seconds). Tests that change files in it restore them."""
+    import time
+
+    work = copy_workflow(tmp_path_factory.mktemp("demo"))
+    start = time.perf_counter()
+    result = run_snakemake("--cores", "2", "--configfile", "config/demo.yaml", cwd=work)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return work, time.perf_counter() - start

@@ -1,13 +1,12 @@
 """The Snakemake workflow: dry runs, lint, the demo end to end, and what reruns."""
 import os
 import re
-import time
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import copy_workflow, run_snakemake
+from conftest import run_snakemake
 
 STUDY_MODELS = ["mlp", "cnn", "resnet18", "resnet18_pretrained", "vit_tiny", "vit_b16_probe", "patch_lstm",
                 "vae", "acgan"]
@@ -57,16 +56,6 @@ def test_lint_is_clean(extra):
     result = run_snakemake("--lint", *extra)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The demo, run end to end in a copy of the workflow."""
-    work = copy_workflow(tmp_path_factory.mktemp("demo"))
-    start = time.perf_counter()
-    result = run_snakemake("--cores", "2", "--configfile", "config/demo.yaml", cwd=work)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return work, time.perf_counter() - start
 
 
 @pytest.mark.slow

@@ -14,14 +14,13 @@ from urllib.error import URLError
 
 import torch
 from torch import nn
-from torchvision.models import ResNet18_Weights, ViT_B_16_Weights, resnet18, vit_b_16
-from torchvision.models.vision_transformer import interpolate_embeddings
 
 from reprozoo.config import ConfigError
 from reprozoo.models import register_model
 from reprozoo.models.resnet import cifar_stem, resnet_references
 
 PAPER_IMAGE_SIZE = 224  # the study upsamples 32 -> 224 for ViT-B/16
+# torchvision is imported where a model is built (see reprozoo/models/resnet.py).
 
 
 def weights_dir() -> Path:
@@ -51,6 +50,8 @@ def resnet18_pretrained(num_classes: int = 10, weights: str = "IMAGENET1K_V1") -
     """torchvision resnet18 with ImageNet weights, then the study's CIFAR stem: a new
     3x3 stride-1 conv1, no maxpool, a new 512->classes fc. Every other layer keeps
     its pretrained weights and is fine-tuned."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
     net = resnet18(weights=None)
     if weights != "none":
         net.load_state_dict(load_pretrained(ResNet18_Weights, weights))
@@ -65,6 +66,9 @@ class ViTB16Features(nn.Module):
 
     def __init__(self, weights: str = "IMAGENET1K_V1", image_size: int = PAPER_IMAGE_SIZE):
         super().__init__()
+        from torchvision.models import ViT_B_16_Weights, vit_b_16
+        from torchvision.models.vision_transformer import interpolate_embeddings
+
         self.image_size = image_size
         self.vit = vit_b_16(weights=None, image_size=image_size)
         if weights != "none":

@@ -5,9 +5,12 @@ import types
 
 import torch
 from torch import nn
-from torchvision.models import resnet18 as tv_resnet18
 
 from reprozoo.models import register_model
+
+# torchvision is imported where a model is built, not here: importing it pulls in
+# torch._dynamo (~1.5 s), which every pipeline job that never builds a ResNet (most
+# evaluate, verify, attention and samples jobs) would pay at start-up.
 
 
 def cifar_stem(net: nn.Module, num_classes: int) -> nn.Module:
@@ -39,6 +42,8 @@ def resnet_references(model: nn.Module, x: torch.Tensor, args: dict) -> list[tup
     none for the ablation that removes them."""
     if not args.get("residual", True):
         return []
+    from torchvision.models import resnet18 as tv_resnet18
+
     ref = tv_resnet18(weights=None, num_classes=model.fc.out_features).eval()
     ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("conv1.")}, strict=False)
     h = model.relu(model.bn1(model.conv1(x)))
@@ -54,5 +59,7 @@ def resnet_references(model: nn.Module, x: torch.Tensor, args: dict) -> list[tup
 
 @register_model(reference=resnet_references)
 def resnet18(num_classes: int = 10, residual: bool = True) -> nn.Module:
+    from torchvision.models import resnet18 as tv_resnet18
+
     net = cifar_stem(tv_resnet18(weights=None), num_classes)
     return net if residual else remove_residuals(net)
