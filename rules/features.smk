@@ -12,8 +12,6 @@ rule cache_features:
         FEATURES,
     log:
         "logs/{dataset}/cache_features/{backbone}.log",
-    benchmark:
-        "logs/{dataset}/benchmarks/cache_features/{backbone}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4

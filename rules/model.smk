@@ -13,8 +13,6 @@ rule tune:
         best=BEST,
     log:
         expand(MODEL_LOG, stage="tune", allow_missing=True),
-    benchmark:
-        "logs/{dataset}/benchmarks/tune/{model}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4
@@ -42,8 +40,6 @@ rule train:
         run=RUN,
     log:
         expand(SEED_LOG, stage="train", allow_missing=True),
-    benchmark:
-        "logs/{dataset}/benchmarks/train/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4
@@ -71,8 +67,6 @@ rule evaluate:
         confusion=CONFUSION,
     log:
         expand(SEED_LOG, stage="evaluate", allow_missing=True),
-    benchmark:
-        "logs/{dataset}/benchmarks/evaluate/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: 4

@@ -11,7 +11,7 @@ def test_workflow_files_pass_snakefmt_check():
     assert f"All {len(files)} file(s) would be left unchanged" in result.stderr + result.stdout
 
 
-def test_every_rule_has_a_docstring_and_the_heavy_ones_a_benchmark():
+def test_every_rule_has_a_docstring():
     from conftest import run_snakemake
 
     listed = run_snakemake("--list-rules", cwd=ROOT).stdout.splitlines()
@@ -20,7 +20,3 @@ def test_every_rule_has_a_docstring_and_the_heavy_ones_a_benchmark():
             "attention", "samples", "all"} <= set(rules)
     undocumented = [name for name, line in rules.items() if " (" not in line]
     assert undocumented == [], undocumented
-    plan = run_snakemake("-n", "--forceall", "--configfile", "config/demo.yaml", cwd=ROOT).stdout
-    for rule in ("cache_features", "tune", "train", "evaluate"):
-        blocks = [b for b in plan.split("\n\n") if f"rule {rule}:" in b]
-        assert blocks and all("benchmark: logs/digits/benchmarks/" in b for b in blocks), rule
