@@ -162,8 +162,7 @@ def main() -> None:
             if stage == "tune" and min(workers, len(runs)) > 1:
                 build = (bench_objective, (run_cfg, xt, yt, xv, yv, args.epochs, device))
                 start = time.perf_counter()
-                objective, rows, _ = build[0](*build[1]) if device.type != "cuda" else (None, [], [])
-                how = concurrent.run(objective, rows, runs, workers, device, build)
+                how = concurrent.run(build, [], runs, workers, device)
                 sync()
                 together = seen / (time.perf_counter() - start)
                 print(f"{name:10s} {stage:5s} study {study:10.1f} images/s   ours {together:10.1f} images/s   "

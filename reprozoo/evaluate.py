@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
 from reprozoo.data import DataError, load_arrays, read_imagefolder
 from reprozoo.engine import Runner, Tensors
@@ -28,16 +29,10 @@ def load_weights(model: torch.nn.Module, path, device) -> torch.nn.Module:
     return model
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """(true, predicted) counts, as sklearn.metrics.confusion_matrix with labels 0..n-1
-    (numpy here: importing sklearn.metrics costs an evaluate job ~1.4 s of start-up)."""
-    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
 def scores(runner: Runner, data: Tensors) -> tuple[dict, np.ndarray, np.ndarray]:
     losses, logits = runner.predict(data)
     y_true, y_pred = data.y.cpu().numpy(), logits.argmax(1).numpy()
-    return {"loss": losses.mean().item(), "accuracy": 100 * float(np.mean(y_true == y_pred)),
+    return {"loss": losses.mean().item(), "accuracy": 100 * accuracy_score(y_true, y_pred),
             "images": len(y_true)}, y_true, y_pred
 
 
@@ -45,13 +40,13 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
              extra_tests: dict[str, str] | None = None, features_path=None) -> dict:
     arrays = model_inputs(cfg, data_path, features_path)
     classes = [str(c) for c in arrays["classes"]]
+    labels = list(range(len(classes)))
     model = load_weights(create_model(cfg["arch"], len(classes), **cfg["args"]), weights_path, device)
     runner = Runner(model, cfg, device)
 
     test = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device)
     metrics, y_true, y_pred = scores(runner, test)
-    cm = confusion_matrix(y_true, y_pred, len(classes))
-    per_class = np.divide(cm.diagonal(), cm.sum(1), out=np.zeros(len(classes)), where=cm.sum(1) > 0) * 100  # recall
+    per_class = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0) * 100
     metrics["per_class_accuracy"] = dict(zip(classes, per_class.round(4).tolist()))
     metrics["model"] = cfg["name"]
 
@@ -68,6 +63,7 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
         metrics["extra"][name] = extra
         log.info("%s on extra test set %s: acc %.2f%% loss %.4f", cfg["name"], name, extra["accuracy"], extra["loss"])
 
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
     write_csv(confusion_path, pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes))
     write_json(metrics_path, metrics)
     log.info("%s: test acc %.2f%% loss %.4f", cfg["name"], metrics["accuracy"], metrics["loss"])

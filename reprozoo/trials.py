@@ -100,42 +100,47 @@ def _log_files() -> list[str]:
     return [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
 
 
-def _spawned(rebuild: tuple, lrs: list[float], threads: int, log_level: int, log_files: list[str]) -> None:
+def _spawned(build: tuple, lrs: list[float], threads: int, log_level: int, log_files: list[str]) -> None:
     """A spawned worker's initializer: log where the parent does, build the objective (data on the card) once."""
     handlers = [logging.StreamHandler()] + [logging.FileHandler(f) for f in log_files]
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
-    build, args = rebuild
-    objective, rows, _ = build(*args)
+    objective, rows, _ = build[0](*build[1])
     _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)
 
 
-def run(objective: Callable[[dict], dict], rows: list, lrs: list[float], workers: int = 1,
-        device: torch.device | None = None, rebuild: tuple | None = None, start: str | None = None) -> str:
-    """Train one trial per lr with `objective`; append their rows to `rows` in trial order.
+def run(build: tuple, rows: list, lrs: list[float], workers: int = 1, device: torch.device | None = None,
+        start: str | None = None, failures: list | None = None) -> str:
+    """Train one trial per lr; append their rows to `rows` in trial order (and, in
+    this process, the failed trials' exceptions to `failures`).
 
-    `rebuild` = (function, args) such that function(*args) returns a fresh
-    (objective, rows, failures) in another process: what a spawned CUDA worker
-    runs. `start` picks how workers start: "fork" (the CPU default) or "spawn"
-    (the CUDA default; on CPU for tests). Returns how the trials ran ("in-process", "forked xN" or "spawned xN
-    on cuda"). Raises hyperopt's AllTrialsFailed when no trial succeeded, as `fmin` does."""
-    cuda = device is not None and device.type == "cuda"
-    start = start or ("spawn" if cuda else "fork")
-    if workers > 1 and start == "spawn" and rebuild is None:
-        log.warning("spawned trial workers need a rebuild function; running the trials in-process")
-        workers = 1
+    `build` = (function, args): function(*args) returns (objective, rows, failures),
+    as reprozoo.tune.trial_objective does. It runs where the trials run: in this
+    process (workers == 1), once before forking, or once in each spawned worker, so
+    a spawning parent never loads the data itself. `start` picks how workers start:
+    "fork" (the CPU default) or "spawn" (the CUDA default; on CPU for tests).
+    Returns how the trials ran ("in-process", "forked xN" or "spawned xN on <device>").
+    Raises hyperopt's AllTrialsFailed when no trial succeeded, as `fmin` does."""
+    start = start or ("spawn" if device is not None and device.type == "cuda" else "fork")
     workers = min(workers, len(lrs))
+    threads = max(1, torch.get_num_threads() // workers)
     if workers <= 1:
-        results = [objective({"lr": lr}) for lr in lrs]
+        objective, made, found = build[0](*build[1])
+        try:
+            results = [objective({"lr": lr}) for lr in lrs]
+        finally:  # what ran, even when a trial crashed
+            rows.extend(made)
+            if failures is not None:
+                failures.extend(found)
         how = "in-process"
     else:
-        threads = max(1, torch.get_num_threads() // workers)
         if start == "spawn":
             context, how = mp.get_context("spawn"), f"spawned x{workers} on {device.type}"
-            pool_args = dict(initializer=_spawned, initargs=(rebuild, lrs, threads, log.getEffectiveLevel(),
-                                                                    _log_files()))
+            pool_args = dict(initializer=_spawned, initargs=(build, lrs, threads, log.getEffectiveLevel(),
+                                                             _log_files()))
         else:
-            _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)  # fork copies them
+            objective, made, _ = build[0](*build[1])
+            _JOB.update(objective=objective, rows=made, lrs=lrs, threads=threads)  # fork copies them
             context, how = mp.get_context("fork"), f"forked x{workers}"
             pool_args = dict(maxtasksperchild=1)
         try:
@@ -143,8 +148,7 @@ def run(objective: Callable[[dict], dict], rows: list, lrs: list[float], workers
                 done = pool.map(_one_trial, range(len(lrs)), chunksize=1)
         finally:
             _JOB.clear()
-        for row, _ in done:
-            rows.append(row)
+        rows.extend(row for row, _ in done)
         results = [r for _, r in done]
     if not any(r.get("status") == STATUS_OK for r in results):
         raise AllTrialsFailed

@@ -68,18 +68,18 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
 
     t = cfg["tune"]
     lo, hi = t["lr_log_range"]
-    trials = Trials()
-    search = "sequential"
-    objective, rows, failures = trial_objective(cfg, data_path, split_path, device, features_path)
+    build = (trial_objective, (cfg, data_path, split_path, device, features_path))
+    rows, failures = [], []
     try:
         if concurrent.applies(t["max_evals"]):  # every trial is a TPE start-up draw: random search
             lrs = concurrent.startup_lrs((lo, hi), t["max_evals"], cfg["seed"])
-            rebuild = (trial_objective, (cfg, data_path, split_path, device, features_path))
-            search = "concurrent: " + concurrent.run(objective, rows, lrs, concurrent.workers_from_env(device),
-                                                     device, rebuild)
+            search = "concurrent: " + concurrent.run(build, rows, lrs, concurrent.workers_from_env(device), device,
+                                                     failures=failures)
         else:
+            objective, rows, failures = build[0](*build[1])
             fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
-                 trials=trials, rstate=np.random.default_rng(cfg["seed"]), show_progressbar=sys.stderr.isatty())
+                 trials=Trials(), rstate=np.random.default_rng(cfg["seed"]), show_progressbar=sys.stderr.isatty())
+            search = "sequential"
     except AllTrialsFailed:
         # trials run in worker processes report their failures only through their rows
         failures = failures or [Diverged(r["error"]) for r in rows if r["status"] == "fail"]
