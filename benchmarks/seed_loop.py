@@ -90,7 +90,7 @@ def study_fit(model: torch.nn.Module, train: ImageArrays, val: ImageArrays, epoc
 
 
 def bench_objective(cfg: dict, xt, yt, xv, yv, epochs: int, device: torch.device):
-    """(objective, rows, failures) for reprozoo.trials.run: our loop, one trial per lr,
+    """(objective, rows) for reprozoo.trials.run: our loop, one trial per lr,
     `epochs` epochs without early stopping (as the study's side does)."""
     train, val = Tensors.from_numpy(xt, yt, device), Tensors.from_numpy(xv, yv, device)
     rows: list[dict] = []
@@ -102,7 +102,7 @@ def bench_objective(cfg: dict, xt, yt, xv, yv, epochs: int, device: torch.device
         rows.append({"trial": len(rows) + 1, "lr": params["lr"], "val_loss": loss})
         return {"status": "ok", "loss": loss}
 
-    return objective, rows, []
+    return objective, rows
 
 
 def main() -> None:

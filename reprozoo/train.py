@@ -26,6 +26,13 @@ class TrainError(UserError, RuntimeError):
     pass
 
 
+def as_duration(seconds: float) -> str:
+    """'45s', '1m20s', '2h05m'."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def train(cfg: dict, data_path, split_path, best_path, weights_path, history_path, run_path, device,
           features_path=None) -> dict:
     best = read_json(best_path)
@@ -45,10 +52,14 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
              runner.objective.name, device)
 
     start = time.perf_counter()
+
+    def on_epoch(r: dict) -> None:
+        eta = (time.perf_counter() - start) / r["epoch"] * (epochs - r["epoch"])   # at the mean epoch time so far
+        log.info("epoch %d/%d train loss %.4f test loss %.4f test acc %.2f%% (%.1fs, ETA %s)", r["epoch"], epochs,
+                 r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"], as_duration(eta))
+
     try:
-        history = fit(runner, train_set, test_set, epochs, generator, on_epoch=lambda r: log.info(
-            "epoch %d/%d train loss %.4f test loss %.4f test acc %.2f%% (%.1fs)", r["epoch"], epochs,
-            r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"]))
+        history = fit(runner, train_set, test_set, epochs, generator, on_epoch=on_epoch)
         check_progress(history[-1], len(arrays["classes"]), test_set, "test")  # the epoch whose weights are kept
     except NoProgress as e:
         raise TrainError(f"model '{cfg['name']}' made no progress at lr {lr:.3g} in {epochs} epochs: {e}") from None

@@ -29,6 +29,7 @@ REPROZOO_TUNE_WORKERS; unset, it is 1 on CPU (results unchanged) and
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -86,13 +87,13 @@ def startup_lrs(lr_log_range, max_evals: int, seed: int) -> list[float]:
 _JOB: dict = {}
 
 
-def _one_trial(i: int) -> tuple[dict, dict]:
+def _one_trial(i: int) -> tuple[int, dict, dict]:
     """In a worker: run trial i (0-based) through the objective."""
     objective, rows, lrs, threads = _JOB["objective"], _JOB["rows"], _JOB["lrs"], _JOB["threads"]
     torch.set_num_threads(threads)
     rows[:] = [None] * i   # the objective numbers its row len(rows) + 1
     result = objective({"lr": lrs[i]})
-    return rows[-1], result
+    return i, rows[-1], result
 
 
 def _log_files() -> list[str]:
@@ -105,51 +106,51 @@ def _spawned(build: tuple, lrs: list[float], threads: int, log_level: int, log_f
     handlers = [logging.StreamHandler()] + [logging.FileHandler(f) for f in log_files]
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
-    objective, rows, _ = build[0](*build[1])
+    objective, rows = build[0](*build[1])
     _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)
 
 
 def run(build: tuple, rows: list, lrs: list[float], workers: int = 1, device: torch.device | None = None,
-        start: str | None = None, failures: list | None = None) -> str:
-    """Train one trial per lr; append their rows to `rows` in trial order (and, in
-    this process, the failed trials' exceptions to `failures`).
+        start: str | None = None, done: dict | None = None, on_result: Callable | None = None) -> str:
+    """Train one trial per lr; append their rows to `rows` in trial order.
 
-    `build` = (function, args): function(*args) returns (objective, rows, failures),
-    as reprozoo.tune.trial_objective does. It runs where the trials run: in this
+    `build` = (function, args): function(*args) returns (objective, rows), as
+    reprozoo.tune.trial_objective does. It runs where the trials run: in this
     process (workers == 1), once before forking, or once in each spawned worker, so
     a spawning parent never loads the data itself. `start` picks how workers start:
     "fork" (the CPU default) or "spawn" (the CUDA default; on CPU for tests).
+    `done` maps trial indices (0-based) to the (row, result) of trials that already
+    ran (a resumed tune's journal): they are not run again. `on_result(row, result)`
+    is called in this process as each trial finishes (tune journals it there).
     Returns how the trials ran ("in-process", "forked xN" or "spawned xN on <device>").
     Raises hyperopt's AllTrialsFailed when no trial succeeded, as `fmin` does."""
     start = start or ("spawn" if device is not None and device.type == "cuda" else "fork")
+    finished = dict(done or {})
+    todo = [i for i in range(len(lrs)) if i not in finished]
+    # counted over all the trials, not those left: a resumed run's workers get the threads an uninterrupted one's did
     workers = min(workers, len(lrs))
     threads = max(1, torch.get_num_threads() // workers)
-    if workers <= 1:
-        objective, made, found = build[0](*build[1])
-        try:
-            results = [objective({"lr": lr}) for lr in lrs]
-        finally:  # what ran, even when a trial crashed
-            rows.extend(made)
-            if failures is not None:
-                failures.extend(found)
-        how = "in-process"
-    else:
-        if start == "spawn":
-            context, how = mp.get_context("spawn"), f"spawned x{workers} on {device.type}"
-            pool_args = dict(initializer=_spawned, initargs=(build, lrs, threads, log.getEffectiveLevel(),
-                                                             _log_files()))
-        else:
-            objective, made, _ = build[0](*build[1])
-            _JOB.update(objective=objective, rows=made, lrs=lrs, threads=threads)  # fork copies them
-            context, how = mp.get_context("fork"), f"forked x{workers}"
-            pool_args = dict(maxtasksperchild=1)
-        try:
-            with context.Pool(workers, **pool_args) as pool:
-                done = pool.map(_one_trial, range(len(lrs)), chunksize=1)
-        finally:
-            _JOB.clear()
-        rows.extend(row for row, _ in done)
-        results = [r for _, r in done]
-    if not any(r.get("status") == STATUS_OK for r in results):
+    spawn = workers > 1 and start == "spawn"
+    how = "in-process" if workers <= 1 else f"spawned x{workers} on {device.type}" if spawn else f"forked x{workers}"
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(_JOB.clear)
+            if todo and not spawn:  # the objective lives in this process (forked children copy it)
+                objective, made = build[0](*build[1])
+                _JOB.update(objective=objective, rows=made, lrs=lrs, threads=threads)
+            if workers <= 1 or not todo:
+                trials = map(_one_trial, todo)
+            else:
+                pool_args = dict(initializer=_spawned, initargs=(build, lrs, threads, log.getEffectiveLevel(),
+                                                                 _log_files())) if spawn else dict(maxtasksperchild=1)
+                pool = stack.enter_context(mp.get_context(start).Pool(min(workers, len(todo)), **pool_args))
+                trials = pool.imap_unordered(_one_trial, todo, chunksize=1)  # each as it finishes
+            for i, row, result in trials:
+                finished[i] = row, result
+                if on_result is not None:
+                    on_result(row, result)
+    finally:  # what ran, even when a trial crashed
+        rows.extend(finished[i][0] for i in sorted(finished))
+    if not any(result.get("status") == STATUS_OK for _, result in finished.values()):
         raise AllTrialsFailed
     return how

@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.exceptions import AllTrialsFailed
-from tqdm.auto import tqdm
 
 from reprozoo.data import labelled_mask, read_split
 from reprozoo.features import model_inputs
 from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
 from reprozoo.errors import UserError
 from reprozoo.io import write_csv, write_json
+from reprozoo.journal import Journal, fingerprint
 from reprozoo.models import create_model
 from reprozoo import trials as concurrent
 
@@ -69,23 +69,48 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
     t = cfg["tune"]
     lo, hi = t["lr_log_range"]
     build = (trial_objective, (cfg, data_path, split_path, device, features_path))
-    rows, failures = [], []
+    journal = Journal(trials_path, fingerprint(cfg, device, data_path, split_path, features_path))
+    done = journal.open(cfg["name"], t["max_evals"])   # {trial: (row, result)} an interrupted run finished
+    results = {k: result for k, (_, result) in done.items()}   # every trial's, to tell how failed ones failed
+
+    def finished(row: dict, result: dict) -> None:
+        results[row["trial"]] = result
+        journal.append(row, result)
+
+    rows: list[dict] = []
+    failures = None
     try:
         if concurrent.applies(t["max_evals"]):  # every trial is a TPE start-up draw: random search
             lrs = concurrent.startup_lrs((lo, hi), t["max_evals"], cfg["seed"])
+            skip = {k - 1: done[k] for k in done if k <= len(lrs) and done[k][0]["lr"] == lrs[k - 1]}
             search = "concurrent: " + concurrent.run(build, rows, lrs, concurrent.workers_from_env(device), device,
-                                                     failures=failures)
+                                                     done=skip, on_result=finished)
         else:
-            objective, rows, failures = build[0](*build[1])
-            fmin(objective, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
-                 trials=Trials(), rstate=np.random.default_rng(cfg["seed"]), show_progressbar=sys.stderr.isatty())
+            objective, rows = build[0](*build[1])
+
+            def replay_or_train(params: dict) -> dict:
+                # TPE is deterministic given its rstate and the history: asked again for a journalled
+                # trial's lr, hand back that trial's result; from the first trial not journalled on, train
+                trial = done.get(len(rows) + 1)
+                if trial is not None and trial[0]["lr"] == float(params["lr"]):
+                    rows.append(trial[0])
+                    return dict(trial[1])
+                result = objective(params)
+                finished(rows[-1], result)
+                return result
+
+            fmin(replay_or_train, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
+                 trials=Trials(), rstate=np.random.default_rng(cfg["seed"]),
+                 show_progressbar=sys.stdout.isatty())  # hyperopt draws its bar on stdout
             search = "sequential"
     except AllTrialsFailed:
-        # trials run in worker processes report their failures only through their rows
-        failures = failures or [Diverged(r["error"]) for r in rows if r["status"] == "fail"]
-        raise TuneError(all_failed(cfg["name"], failures, t)) from None
+        failures = [failure(results[r["trial"]]) for r in rows if r["status"] == "fail"]
     finally:
         write_csv(trials_path, pd.DataFrame(rows, columns=TRIAL_COLUMNS), index=False)
+        journal.close()
+    if failures is not None:
+        journal.close(remove=True)  # the search ran to its end (trials.csv says how): nothing to resume
+        raise TuneError(all_failed(cfg["name"], failures, t))
 
     ok = [r for r in rows if r["status"] == "ok"]
     winner = min(ok, key=lambda r: r["best_val_loss"])
@@ -94,15 +119,24 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
             "max_evals": t["max_evals"], "failed_trials": len(rows) - len(ok)}
     best["search"] = search  # which path ran the trials
     write_json(best_path, best)
+    journal.close(remove=True)  # trials.csv and best.json hold it all now
     log.info("%s: best lr %.3g, %d epochs (trial %d)", cfg["name"], best["lr"], best["epochs"], best["trial"])
     return best
 
 
+def failure(result: dict) -> Diverged:
+    """A failed trial's exception, rebuilt from its result (as a worker process or the journal returns it)."""
+    if result.get("no_progress"):
+        return NoProgress(result["error"], result["exploded"])
+    return Diverged(result["error"])
+
+
 def trial_objective(cfg: dict, data_path, split_path, device, features_path=None):
-    """What one tuning trial runs: `(objective, rows, failures)`. `objective({"lr": lr})`
-    trains a fresh seeded model, appends its row (numbered len(rows) + 1) to `rows`,
-    and returns hyperopt's result dict. Module-level, so that a spawned worker
-    process can build its own from the same arguments."""
+    """What one tuning trial runs: `(objective, rows)`. `objective({"lr": lr})` trains
+    a fresh seeded model, appends its row (numbered len(rows) + 1) to `rows`, logs
+    each epoch, and returns hyperopt's result dict (a failed trial's says how it
+    failed, see `failure`). Module-level, so that a spawned worker process can
+    build its own from the same arguments."""
     arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
     labelled = None if cfg.get("labelled_per_class") is None else labelled_mask(
         arrays["y_train"], split["train"], cfg["labelled_per_class"], cfg["seed"], arrays["classes"])
@@ -111,21 +145,23 @@ def trial_objective(cfg: dict, data_path, split_path, device, features_path=None
     num_classes = len(arrays["classes"])
     t = cfg["tune"]
     rows: list[dict] = []
-    failures: list[Diverged] = []
 
     def objective(params: dict) -> dict:
         lr = float(params["lr"])
         generator = seed_everything(cfg["seed"])
         runner = Runner(create_model(cfg["arch"], num_classes, **cfg["args"]), cfg, device, lr)
-        bar = tqdm(total=t["max_epochs"], desc=f"trial {len(rows) + 1} lr={lr:.2e}", leave=False, unit="ep",
-                   disable=None)  # no bar where stderr is a file (a rule's log): the log lines say it all
         row = {"trial": len(rows) + 1, "lr": lr, "error": ""}
+        name = f"{cfg['name']} trial {row['trial']}/{t['max_evals']} lr={lr:.2e}"
         start = time.perf_counter()
-        epochs: list[dict] = []   # as they finish (a disabled bar counts nothing)
+        epochs: list[dict] = []   # as they finish
+
+        def on_epoch(r: dict) -> None:  # a log line, not a bar: a bar would garble the lines on a terminal
+            epochs.append(r)
+            log.info("%s epoch %d/%d train loss %.4f val loss %.4f acc %.2f%% (%.1fs)", name, r["epoch"],
+                     t["max_epochs"], r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"])
+
         try:
-            history = fit(runner, train, val, t["max_epochs"], generator, patience=t["patience"],
-                          on_epoch=lambda r: (epochs.append(r), bar.update(),
-                                              bar.set_postfix(val_loss=f"{r['val_loss']:.4f}")))
+            history = fit(runner, train, val, t["max_epochs"], generator, patience=t["patience"], on_epoch=on_epoch)
             best = min(history, key=lambda r: r["val_loss"])  # what the trial reports
             check_progress(best, num_classes, val)
         except Diverged as e:  # NoProgress included: the trial ran, but its best epoch is junk
@@ -135,18 +171,14 @@ def trial_objective(cfg: dict, data_path, split_path, device, features_path=None
                        best_val_accuracy=judged.get("val_accuracy"), epochs_run=len(epochs) + (0 if ran else 1),
                        seconds=time.perf_counter() - start, error=str(e))
             rows.append(row)
-            failures.append(e)
-            log.warning("%s trial %d lr=%.3g %s: %s", cfg["name"], row["trial"], lr,
-                        "made no progress" if ran else "diverged", e)
-            return {"status": STATUS_FAIL, "error": str(e)}
-        finally:
-            bar.close()
+            log.warning("%s %s: %s", name, "made no progress" if ran else "diverged", e)
+            return {"status": STATUS_FAIL, "error": str(e), "no_progress": ran, "exploded": ran and e.exploded}
         row.update(status="ok", best_epoch=best["epoch"], best_val_loss=best["val_loss"],
                    best_val_accuracy=best["val_accuracy"], epochs_run=len(history),
                    seconds=time.perf_counter() - start)
         rows.append(row)
-        log.info("%s trial %d lr=%.3g best epoch %d val loss %.4f acc %.2f%% (%.1fs)", cfg["name"], row["trial"],
-                 lr, best["epoch"], best["val_loss"], best["val_accuracy"], row["seconds"])
+        log.info("%s best epoch %d val loss %.4f acc %.2f%% (%.1fs)", name, best["epoch"], best["val_loss"],
+                 best["val_accuracy"], row["seconds"])
         return {"status": STATUS_OK, "loss": best["val_loss"], "best_epoch": best["epoch"]}
 
-    return objective, rows, failures
+    return objective, rows
