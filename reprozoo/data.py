@@ -24,6 +24,7 @@ from urllib.error import URLError
 
 import numpy as np
 
+from reprozoo.config import IMAGE_SIZE
 from reprozoo.errors import UserError
 from reprozoo.io import atomic_path, write_json
 
@@ -184,7 +185,7 @@ def _scan_imagefolder(root: Path, split: str, expected: list[str] | None = None)
 
 def prepare(dataset: dict, out_path: str | Path) -> dict:
     """Raw data -> data.npz (x_* uint8 NHWC, y_* int64, classes)."""
-    kind, size = dataset["kind"], dataset.get("image_size", 32)
+    kind, size = dataset["kind"], dataset.get("image_size", IMAGE_SIZE)
     if kind == "cifar10":
         arrays = _prepare_cifar10(Path(dataset["root"]))
     elif kind == "digits":
