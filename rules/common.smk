@@ -6,7 +6,10 @@ import subprocess
 import sys
 from functools import lru_cache
 
-sys.path.insert(0, workflow.basedir)
+# The repository root, from this file's place in it: `workflow.basedir` is the folder of the
+# Snakefile given to Snakemake (the top-level one, or workflow/Snakefile with -s).
+REPO = os.path.dirname(workflow.current_basedir)
+sys.path.insert(0, REPO)
 from reprozoo.config import (
     ConfigError,
     architectures_declaring,
@@ -143,7 +146,7 @@ def extra_test_trees(wildcards):
 
 # ------------------------------------------------------------------ input functions
 def src(*parts):
-    return os.path.relpath(os.path.join(workflow.basedir, "reprozoo", *parts))
+    return os.path.relpath(os.path.join(REPO, "reprozoo", *parts))
 
 
 def split_file(wildcards):

@@ -50,7 +50,8 @@ def test_no_architecture_is_named_outside_the_model_room():
     # `arch == ...`, `["arch"] != ...`, `objective == ...`, or a registered name as a string literal
     pattern = re.compile(r"""\b(arch|objective)\b\W{0,3}\s*(==|!=)|["'](%s)["']""" % "|".join(sorted(names)))
     offenders = []
-    for path in [*root.glob("reprozoo/*.py"), *root.glob("rules/*.smk"), root / "Snakefile"]:
+    snakefiles = [root / "Snakefile", root / "workflow/Snakefile"]
+    for path in [*root.glob("reprozoo/*.py"), *root.glob("rules/*.smk"), *snakefiles]:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             code = line.split("#", 1)[0]
             if pattern.search(code) and "name = " not in code:

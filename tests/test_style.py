@@ -5,7 +5,8 @@ from conftest import BIN, ROOT
 
 
 def test_workflow_files_pass_snakefmt_check():
-    files = ["Snakefile", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rules").glob("*.smk"))]
+    rules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rules").glob("*.smk"))
+    files = ["Snakefile", "workflow/Snakefile", *rules]
     result = subprocess.run([str(BIN / "snakefmt"), "--check", *files], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr + result.stdout
     assert f"All {len(files)} file(s) would be left unchanged" in result.stderr + result.stdout
