@@ -68,6 +68,16 @@ SAMPLES_PLOT = "results/{dataset}/report/figures/samples_{model}.png"
 LOG = "logs/{dataset}/{stage}.log"
 MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
 SEED_LOG = "logs/{dataset}/{stage}/{model}/seed{seed}.log"
+# Snakemake's benchmarks of the heavy jobs (wall and CPU time, max RSS, I/O): measurements
+# of one machine's run, kept with the logs and out of DVC. Snakemake counts a benchmark as
+# an output when it compares timestamps, so a bare `dvc commit` or `dvc checkout`, which
+# gives the outputs fresh ones, leaves it older than its job's inputs and the job reruns.
+# `snakemake --touch` touches a job's benchmark with its outputs (Snakemake 9), so the
+# Makefile's dvc-* targets, which end with it, keep them in line (README "DVC").
+FEATURES_BENCHMARK = "logs/{dataset}/benchmarks/cache_features/{backbone}.tsv"
+TUNE_BENCHMARK = "logs/{dataset}/benchmarks/tune/{model}.tsv"
+TRAIN_BENCHMARK = "logs/{dataset}/benchmarks/train/{model}/seed{seed}.tsv"
+EVALUATE_BENCHMARK = "logs/{dataset}/benchmarks/evaluate/{model}/seed{seed}.tsv"
 
 
 # ------------------------------------------------------------------ config sections

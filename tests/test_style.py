@@ -21,3 +21,12 @@ def test_every_rule_has_a_docstring():
             "attention", "samples", "all"} <= set(rules)
     undocumented = [name for name, line in rules.items() if " (" not in line]
     assert undocumented == [], undocumented
+
+
+def test_the_heavy_rules_write_a_benchmark():
+    from conftest import run_snakemake
+
+    plan = run_snakemake("-n", "--forceall", "--configfile", "config/demo.yaml", cwd=ROOT).stdout
+    for rule in ("cache_features", "tune", "train", "evaluate"):
+        blocks = [b for b in plan.split("\n\n") if f"rule {rule}:" in b]
+        assert blocks and all("benchmark: logs/digits/benchmarks/" in b for b in blocks), rule
