@@ -7,7 +7,8 @@ Writes, for one dataset:
 - ablations.csv: each variant beside its base and, where reported, the paper;
 - verification.csv: the module verifier's summary per model;
 - comparison.md: all of the above plus the paper spec, for people;
-- figures: training curves (all seeds), confusion matrices, the accuracy chart.
+- figures: training curves (all seeds), confusion matrices, the accuracy chart;
+  each as PNG and as a PDF twin for papers (`save_figure`, also used by attention and samples).
 
 A model whose test numbers show no progress on any seed (loss exploded, or
 accuracy at chance: `reprozoo.engine.no_progress`, the rule the train stage
@@ -30,7 +31,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reprozoo.engine import no_progress  # noqa: E402
-from reprozoo.io import atomic_path, read_json, write_csv, write_text  # noqa: E402
+from reprozoo.io import atomic_path, pdf_twin, read_json, write_csv, write_text  # noqa: E402
 
 log = logging.getLogger("reprozoo.report")
 
@@ -306,8 +307,12 @@ def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
+    """Every figure of the pipeline: the PNG at `path`, and its PDF twin for papers. Each is
+    written atomically; the PDF without a creation date, so a rerun writes the same bytes."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=200)  # print quality
+    with atomic_path(pdf_twin(path)) as tmp:
+        fig.savefig(tmp, format="pdf", dpi=200, metadata={"CreationDate": None})  # dpi: raster parts (images)
     plt.close(fig)
 
 

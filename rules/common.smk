@@ -21,6 +21,7 @@ from reprozoo.config import (
     run_models,
     validate_config,
 )
+from reprozoo.io import pdf_twin
 
 try:
     validate_config(config)
@@ -65,6 +66,7 @@ CONFUSION_PLOT = "results/{dataset}/report/figures/confusion_{model}.png"
 ACCURACY_PLOT = "results/{dataset}/report/figures/accuracy.png"
 ATTENTION_PLOT = "results/{dataset}/report/figures/attention_{model}.png"
 SAMPLES_PLOT = "results/{dataset}/report/figures/samples_{model}.png"
+# Every figure also has a PDF twin for papers, `pdf_twin(<figure>)`: the same name, .pdf.
 LOG = "logs/{dataset}/{stage}.log"
 MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
 SEED_LOG = "logs/{dataset}/{stage}/{model}/seed{seed}.log"
@@ -210,12 +212,13 @@ SAMPLES_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectu
 
 
 def all_reports():
-    return (
-        expand([TABLE_CSV, TABLE_MD, ACCURACY_PLOT], dataset=DATASETS)
+    figures = (
+        expand(ACCURACY_PLOT, dataset=DATASETS)
         + expand([CURVES, CONFUSION_PLOT], dataset=DATASETS, model=MODELS)
         + expand(ATTENTION_PLOT, dataset=DATASETS, model=ATTENTION_MODELS)
         + expand(SAMPLES_PLOT, dataset=DATASETS, model=SAMPLES_MODELS)
     )
+    return expand([TABLE_CSV, TABLE_MD], dataset=DATASETS) + figures + [pdf_twin(f) for f in figures]
 
 
 # ------------------------------------------------------------------ cluster requests no node can meet

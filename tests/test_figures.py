@@ -1,11 +1,14 @@
 """Paper-grade figures: what the numbers in a figure mean matches its colour scale and
-the table, and every figure is saved at print resolution."""
+the table, and every figure is saved at print resolution, with a PDF twin."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 import reprozoo.report as report
+from conftest import ROOT, tiny_model_cfg
 
 
 @pytest.fixture
@@ -51,3 +54,41 @@ def test_figures_are_saved_at_200_dpi(tmp_path):
     report.save_figure(fig, tmp_path / "f.png")
     with Image.open(tmp_path / "f.png") as img:
         assert np.allclose(img.info["dpi"], (200, 200), atol=1) and img.size == (400, 200)
+
+
+def test_every_figure_also_gets_a_pdf_twin_written_atomically_and_reproducibly(tmp_path):
+    import matplotlib.pyplot as plt
+
+    pdfs = []
+    for _ in range(2):
+        fig, ax = plt.subplots(figsize=(2, 1))
+        ax.imshow(np.eye(4))  # a raster part, as in the attention and samples figures
+        report.save_figure(fig, tmp_path / "f.png")
+        pdfs.append((tmp_path / "f.pdf").read_bytes())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]  # no temp file left behind
+    assert pdfs[0].startswith(b"%PDF-") and pdfs[0].rstrip().endswith(b"%%EOF")
+    assert pdfs[0] == pdfs[1]  # no creation date: a rerun writes the same bytes
+
+
+def test_figures_are_written_only_through_save_figure():
+    """So every figure a stage draws gets its PDF twin."""
+    calls = {path.name: len(re.findall(r"\.savefig\(", path.read_text()))
+             for path in (ROOT / "reprozoo").rglob("*.py")}
+    assert {name: n for name, n in calls.items() if n} == {"report.py": 2}  # save_figure: PNG, PDF
+
+
+def test_the_attention_and_samples_stages_write_pdf_twins(demo_cfg, digits_npz, tmp_path):
+    from reprozoo.attention import attention_figure
+    from reprozoo.io import save_torch
+    from reprozoo.models import create_model
+    from reprozoo.samples import samples_figure
+
+    history = tmp_path / "history.csv"
+    pd.DataFrame({"epoch": [1, 2], "train_discriminator": [1.0, 0.9], "train_generator": [1.0, 1.1]}).to_csv(history, index=False)
+    for name, draw in (("vit_tiny", attention_figure), ("acgan", samples_figure)):
+        cfg = tiny_model_cfg(demo_cfg, name)
+        save_torch(tmp_path / f"{name}.pt", create_model(cfg["arch"], 10, **cfg["args"]).state_dict())
+        args = (history,) if draw is samples_figure else ()
+        draw(cfg, digits_npz, tmp_path / f"{name}.pt", *args, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name
