@@ -93,6 +93,12 @@ def write_csv(path: str | Path, frame, **kwargs) -> None:
         frame.to_csv(tmp, **kwargs)
 
 
+def pdf_twin(path: str | Path) -> str:
+    """Where a figure's PDF twin goes: beside its PNG, same name. `reprozoo.report.save_figure`
+    writes it; rules/common.smk declares it (this module imports no torch, so the Snakefile can)."""
+    return os.path.splitext(str(path))[0] + ".pdf"
+
+
 def read_json(path: str | Path):
     path = Path(path)
     if not path.is_file():

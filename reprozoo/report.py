@@ -7,7 +7,9 @@ Writes, for one dataset:
 - ablations.csv: each variant beside its base and, where reported, the paper;
 - verification.csv: the module verifier's summary per model;
 - comparison.md: all of the above plus the paper spec, for people;
-- figures: training curves (all seeds), confusion matrices, the accuracy chart.
+- figures: training curves (all seeds), confusion matrices, the accuracy chart (each
+  ablation hatched beside its base model); each as PNG and as a PDF twin for papers
+  (`save_figure`, which the attention and samples stages use too).
 
 A model whose test numbers show no progress on any seed (loss exploded, or
 accuracy at chance: `reprozoo.engine.no_progress`, the rule the train stage
@@ -25,12 +27,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reprozoo.engine import no_progress  # noqa: E402
-from reprozoo.io import atomic_path, read_json, write_csv, write_text  # noqa: E402
+from reprozoo.io import atomic_path, pdf_twin, read_json, write_csv, write_text  # noqa: E402
 
 log = logging.getLogger("reprozoo.report")
 
@@ -283,21 +286,50 @@ def plot_confusion(name: str, confusion: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
-    table = table.copy()
-    marked = table["flag"].astype(str).str.startswith("not comparable")
-    table["model"] = table["model"].where(~marked, table["model"] + " *")   # the table's "not comparable" rows
-    long = table.melt(id_vars="model", value_vars=["paper_accuracy", "accuracy"], var_name="source",
-                      value_name="test accuracy (%)").dropna()
-    long["source"] = long["source"].map({"paper_accuracy": "paper (CIFAR-10, P100)",
-                                         "accuracy": f"reproduced ({dataset})"})
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(table)), 5))
-    sns.barplot(data=long, x="model", y="test accuracy (%)", hue="source", ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.1f", fontsize=8)
-    ax.set(ylim=(0, 105), title="Test accuracy: reported vs reproduced")
-    ax.tick_params(axis="x", labelrotation=20)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)
+def ablation_chart_rows(dataset: dict, ablation_table: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy chart's rows for the ablations (from `build_ablations`): model, base, accuracies
+    and a flag. An ablation's paper number, where the study gives one, is for the ablation's own
+    setting, so only the dataset can make it not comparable (the comparison table's rule)."""
+    if not len(ablation_table):
+        return pd.DataFrame(columns=["model", "base", "paper_accuracy", "accuracy", "flag"])
+    rows = ablation_table.rename(columns={"variant": "model"})[["model", "base", "paper_accuracy", "accuracy"]]
+    shown = rows["paper_accuracy"].notna() & (not dataset["paper_dataset"])
+    return rows.assign(flag=np.where(shown, f"not comparable ({dataset['name']})", "ok"))
+
+
+def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path, ablations: pd.DataFrame | None = None) -> None:
+    """Paper vs reproduced test accuracy, one pair of bars per model of the comparison table,
+    each model's ablations (`ablation_chart_rows`) hatched right after it. Rows the table (or the
+    same rule, for an ablation) calls not comparable are starred."""
+    base_of = {} if ablations is None else dict(zip(ablations["model"], ablations["base"]))
+    rows = pd.concat([table, ablations], ignore_index=True) if base_of else table
+    order = [n for m in table["model"] for n in [m, *(a for a, b in base_of.items() if b == m)]]
+    order += [a for a in base_of if a not in order]  # an ablation whose base is not in the table
+    rows = rows.set_index("model", drop=False).loc[order]
+
+    gap = 0.6  # between a model (with its ablations) and the next one: groups them
+    x = np.arange(len(rows)) + gap * np.cumsum([i > 0 and m not in base_of for i, m in enumerate(order)])
+    width, colors = 0.4, [sns.desaturate(c, 0.75) for c in sns.color_palette(n_colors=2)]
+    hatch = ["//" if m in base_of else "" for m in order]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 5.5))
+    for offset, column, color, label in ((-width / 2, "paper_accuracy", colors[0], "paper (CIFAR-10, P100)"),
+                                         (width / 2, "accuracy", colors[1], f"reproduced ({dataset})")):
+        values = pd.to_numeric(rows[column], errors="coerce").to_numpy()
+        shown = ~np.isnan(values)
+        bars = ax.bar(x[shown] + offset, values[shown], width, color=color, label=label, edgecolor="white",
+                      linewidth=0.8, hatch=[h for h, s in zip(hatch, shown) if s])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+
+    marked = rows["flag"].astype(str).str.startswith("not comparable").to_numpy()  # the table's mark
+    labels = [m + (" *" if mark else "") + (f"\n(ablation of {base_of[m]})" if m in base_of else "")
+              for m, mark in zip(order, marked)]
+    ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor")
+    ax.set(ylim=(0, 105), xlim=(x[0] - 0.6, x[-1] + 0.6), xlabel="model", ylabel="test accuracy (%)",
+           title="Test accuracy: reported vs reproduced")
+    handles = ax.get_legend_handles_labels()[0]
+    if base_of:
+        handles.append(Patch(facecolor="white", edgecolor="dimgray", hatch="//", label="ablation (beside its base)"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     if marked.any():
         fig.text(0.01, 0.01, "* not comparable with the paper (its setting or dataset differs; see the table)",
                  fontsize=8, color="dimgray")
@@ -306,8 +338,12 @@ def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
+    """Every figure of the pipeline: the PNG at `path`, and its PDF twin for papers. Each is
+    written atomically; the PDF without a creation date, so a rerun writes the same bytes."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=200)  # print quality
+    with atomic_path(pdf_twin(path)) as tmp:
+        fig.savefig(tmp, format="pdf", dpi=200, metadata={"CreationDate": None})  # dpi: raster parts (images)
     plt.close(fig)
 
 
@@ -392,6 +428,6 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
         if res.confusions[name]:
             plot_confusion(name, sum(res.confusions[name][1:], res.confusions[name][0]),
                            figures_dir / f"confusion_{name}.png")
-    plot_accuracy(table, dataset["name"], figures_dir / "accuracy.png")
+    plot_accuracy(table, dataset["name"], figures_dir / "accuracy.png", ablation_chart_rows(dataset, ablation_table))
     log.info("report for %s: %d models, %d ablations -> %s", dataset["name"], len(main), len(ablations), table_md)
     return table

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from functools import lru_cache
 
-sys.path.insert(0, workflow.basedir)
+# The repository root, from this file's place in it: `workflow.basedir` is the folder of the
+# Snakefile given to Snakemake (the top-level one, or workflow/Snakefile with -s).
+REPO = os.path.dirname(workflow.current_basedir)
+sys.path.insert(0, REPO)
 from reprozoo.config import (
     ConfigError,
     architectures_declaring,
@@ -18,6 +21,7 @@ from reprozoo.config import (
     run_models,
     validate_config,
 )
+from reprozoo.io import pdf_twin
 
 try:
     validate_config(config)
@@ -62,9 +66,20 @@ CONFUSION_PLOT = "results/{dataset}/report/figures/confusion_{model}.png"
 ACCURACY_PLOT = "results/{dataset}/report/figures/accuracy.png"
 ATTENTION_PLOT = "results/{dataset}/report/figures/attention_{model}.png"
 SAMPLES_PLOT = "results/{dataset}/report/figures/samples_{model}.png"
+# Every figure also has a PDF twin for papers, `pdf_twin(<figure>)`: the same name, .pdf.
 LOG = "logs/{dataset}/{stage}.log"
 MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
 SEED_LOG = "logs/{dataset}/{stage}/{model}/seed{seed}.log"
+# Snakemake's benchmarks of the heavy jobs (wall and CPU time, max RSS, I/O): measurements
+# of one machine's run, kept with the logs and out of DVC. Snakemake counts a benchmark as
+# an output when it compares timestamps, so a bare `dvc commit` or `dvc checkout`, which
+# gives the outputs fresh ones, leaves it older than its job's inputs and the job reruns.
+# `snakemake --touch` touches a job's benchmark with its outputs (Snakemake 9), so the
+# Makefile's dvc-* targets, which end with it, keep them in line (README "DVC").
+FEATURES_BENCHMARK = "logs/{dataset}/benchmarks/cache_features/{backbone}.tsv"
+TUNE_BENCHMARK = "logs/{dataset}/benchmarks/tune/{model}.tsv"
+TRAIN_BENCHMARK = "logs/{dataset}/benchmarks/train/{model}/seed{seed}.tsv"
+EVALUATE_BENCHMARK = "logs/{dataset}/benchmarks/evaluate/{model}/seed{seed}.tsv"
 
 
 # ------------------------------------------------------------------ config sections
@@ -143,7 +158,7 @@ def extra_test_trees(wildcards):
 
 # ------------------------------------------------------------------ input functions
 def src(*parts):
-    return os.path.relpath(os.path.join(workflow.basedir, "reprozoo", *parts))
+    return os.path.relpath(os.path.join(REPO, "reprozoo", *parts))
 
 
 def split_file(wildcards):
@@ -197,12 +212,13 @@ SAMPLES_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectu
 
 
 def all_reports():
-    return (
-        expand([TABLE_CSV, TABLE_MD, ACCURACY_PLOT], dataset=DATASETS)
+    figures = (
+        expand(ACCURACY_PLOT, dataset=DATASETS)
         + expand([CURVES, CONFUSION_PLOT], dataset=DATASETS, model=MODELS)
         + expand(ATTENTION_PLOT, dataset=DATASETS, model=ATTENTION_MODELS)
         + expand(SAMPLES_PLOT, dataset=DATASETS, model=SAMPLES_MODELS)
     )
+    return expand([TABLE_CSV, TABLE_MD], dataset=DATASETS) + figures + [pdf_twin(f) for f in figures]
 
 
 # ------------------------------------------------------------------ cluster requests no node can meet

@@ -12,6 +12,8 @@ rule cache_features:
         FEATURES,
     log:
         "logs/{dataset}/cache_features/{backbone}.log",
+    benchmark:
+        FEATURES_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
     threads: 4

@@ -13,6 +13,8 @@ rule tune:
         best=BEST,
     log:
         expand(MODEL_LOG, stage="tune", allow_missing=True),
+    benchmark:
+        TUNE_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
     threads: 4
@@ -40,6 +42,8 @@ rule train:
         run=RUN,
     log:
         expand(SEED_LOG, stage="train", allow_missing=True),
+    benchmark:
+        TRAIN_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
     threads: 4
@@ -67,6 +71,8 @@ rule evaluate:
         confusion=CONFUSION,
     log:
         expand(SEED_LOG, stage="evaluate", allow_missing=True),
+    benchmark:
+        EVALUATE_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
     threads: 4

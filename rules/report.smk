@@ -28,6 +28,7 @@ rule report:
             caption="../workflow/report/confusion.rst",
             category="Confusion matrices",
         ),
+        pdfs=[pdf_twin(f) for f in [ACCURACY_PLOT, *expand([CURVES, CONFUSION_PLOT], model=MODELS, allow_missing=True)]],
     log:
         expand(LOG, stage="report", allow_missing=True),
     conda:
@@ -56,7 +57,8 @@ rule attention:
         weights=study_seed_weights,
         code=src("attention.py"),
     output:
-        report(ATTENTION_PLOT, caption="../workflow/report/attention.rst", category="Attention maps"),
+        png=report(ATTENTION_PLOT, caption="../workflow/report/attention.rst", category="Attention maps"),
+        pdf=pdf_twin(ATTENTION_PLOT),
     log:
         expand(MODEL_LOG, stage="attention", allow_missing=True),
     conda:
@@ -65,7 +67,7 @@ rule attention:
         model=model_json,
     shell:
         "python -m reprozoo attention --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--out {output} > {log} 2>&1"
+        "--out {output.png} > {log} 2>&1"
 
 
 rule samples:
@@ -76,7 +78,8 @@ rule samples:
         history=study_seed_history,
         code=src("samples.py"),
     output:
-        report(SAMPLES_PLOT, caption="../workflow/report/samples.rst", category="Generative models"),
+        png=report(SAMPLES_PLOT, caption="../workflow/report/samples.rst", category="Generative models"),
+        pdf=pdf_twin(SAMPLES_PLOT),
     log:
         expand(MODEL_LOG, stage="samples", allow_missing=True),
     conda:
@@ -85,4 +88,4 @@ rule samples:
         model=model_json,
     shell:
         "python -m reprozoo samples --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--history {input.history} --out {output} > {log} 2>&1"
+        "--history {input.history} --out {output.png} > {log} 2>&1"

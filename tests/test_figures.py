@@ -1,11 +1,14 @@
 """Paper-grade figures: what the numbers in a figure mean matches its colour scale and
-the table, and every figure is saved at print resolution."""
+the table, and every figure is saved at print resolution, with a PDF twin."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 import reprozoo.report as report
+from conftest import ROOT, tiny_model_cfg
 
 
 @pytest.fixture
@@ -35,6 +38,71 @@ def test_accuracy_chart_marks_the_tables_not_comparable_rows(captured, tmp_path)
     assert legend == ["paper (CIFAR-10, P100)", "reproduced (digits)"]
 
 
+STUDY = ["mlp", "cnn", "resnet18", "resnet18_pretrained", "vit_tiny", "vit_b16_probe", "patch_lstm", "vae",
+         "vae_4000", "acgan", "acgan_4000"]
+ABLATIONS = pd.DataFrame({"variant": ["cnn_nobn", "vit_tiny_heads3", "vit_tiny_patch4", "resnet18_noresidual"],
+                          "base": ["cnn", "vit_tiny", "vit_tiny", "resnet18"], "accuracy": [70.1, 68.0, 66.2, 100.0],
+                          "paper_accuracy": [None, 69.17, None, None]})
+
+
+def chart_table(models, paper_accuracy=None, flags=None):
+    n = len(models)
+    return pd.DataFrame({"model": models, "paper_accuracy": paper_accuracy or [None] * n,
+                         "accuracy": np.linspace(40, 100, n).round(2), "flag": flags or ["ok"] * n})
+
+
+def test_accuracy_chart_puts_each_ablation_hatched_beside_its_base(captured, tmp_path):
+    table = chart_table(["mlp", "cnn", "vit_tiny"], [54.44, 77.33, 73.24], ["ok", "ok", "not comparable (setting)"])
+    digits = {"name": "digits", "paper_dataset": False}
+    ablations = report.ablation_chart_rows(digits, ABLATIONS[ABLATIONS["base"] != "resnet18"])
+    report.plot_accuracy(table, "digits", tmp_path / "a.png", ablations)
+    ax = captured[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "mlp", "cnn", "cnn_nobn\n(ablation of cnn)", "vit_tiny *",
+        "vit_tiny_heads3 *\n(ablation of vit_tiny)",  # its paper number, on digits: not comparable
+        "vit_tiny_patch4\n(ablation of vit_tiny)"]
+    ticks = ax.get_xticks()
+    assert ticks[2] - ticks[1] < ticks[1] - ticks[0]  # a base and its ablations stand together
+    hatched = sorted(round(p.get_height(), 2) for p in ax.patches if p.get_hatch())
+    assert hatched == [66.2, 68.0, 69.17, 70.1]  # the ablations' bars, the heads3 paper bar included, and no other
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["paper (CIFAR-10, P100)", "reproduced (digits)", "ablation (beside its base)"]
+
+
+def _overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of texts whose drawn pixels touch: each text is drawn alone over the figure without
+    texts, and the pixels it changes are its mask. Texts are made transparent, not hidden, so that
+    every text keeps the place the layout gave it (an axis label moves when its tick labels hide)."""
+    import matplotlib.text
+
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    alphas = [t.get_alpha() for t in texts]
+
+    def render():
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+    for t in texts:
+        t.set_alpha(0)
+    blank, masks = render(), []
+    for t, alpha in zip(texts, alphas):
+        t.set_alpha(alpha)
+        masks.append((render() != blank).any(axis=-1))
+        t.set_alpha(0)
+    return [(a.get_text(), b.get_text()) for i, (a, ma) in enumerate(zip(texts, masks))
+            for b, mb in zip(texts[i + 1:], masks[i + 1:]) if (ma & mb).any()]
+
+
+def test_no_label_of_the_accuracy_chart_runs_into_another(captured, tmp_path):
+    """The study's models and ablations, long names, a starred row, bars of equal height side by side."""
+    papers = [54.44, 77.33, 89.07, None, 73.24, 95.42, 68.11, None, None, None, None]
+    flags = ["ok"] * 5 + ["not comparable (setting)"] + ["ok"] * 5
+    table = chart_table(STUDY, papers, flags).assign(accuracy=[100.0] * 6 + [99.9] * 5)
+    ablations = report.ablation_chart_rows({"name": "digits", "paper_dataset": False}, ABLATIONS)
+    report.plot_accuracy(table, "digits", tmp_path / "a.png", ablations)
+    assert _overlapping_texts(captured[0]) == []
+
+
 def test_curves_name_the_papers_dataset_on_its_reference_line(captured, tmp_path):
     history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "test_loss": [1.1, 0.6],
                             "test_accuracy": [50.0, 70.0]})
@@ -51,3 +119,41 @@ def test_figures_are_saved_at_200_dpi(tmp_path):
     report.save_figure(fig, tmp_path / "f.png")
     with Image.open(tmp_path / "f.png") as img:
         assert np.allclose(img.info["dpi"], (200, 200), atol=1) and img.size == (400, 200)
+
+
+def test_every_figure_also_gets_a_pdf_twin_written_atomically_and_reproducibly(tmp_path):
+    import matplotlib.pyplot as plt
+
+    pdfs = []
+    for _ in range(2):
+        fig, ax = plt.subplots(figsize=(2, 1))
+        ax.imshow(np.eye(4))  # a raster part, as in the attention and samples figures
+        report.save_figure(fig, tmp_path / "f.png")
+        pdfs.append((tmp_path / "f.pdf").read_bytes())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]  # no temp file left behind
+    assert pdfs[0].startswith(b"%PDF-") and pdfs[0].rstrip().endswith(b"%%EOF")
+    assert pdfs[0] == pdfs[1]  # no creation date: a rerun writes the same bytes
+
+
+def test_figures_are_written_only_through_save_figure():
+    """So every figure a stage draws gets its PDF twin."""
+    calls = {path.name: len(re.findall(r"\.savefig\(", path.read_text()))
+             for path in (ROOT / "reprozoo").rglob("*.py")}
+    assert {name: n for name, n in calls.items() if n} == {"report.py": 2}  # save_figure: PNG, PDF
+
+
+def test_the_attention_and_samples_stages_write_pdf_twins(demo_cfg, digits_npz, tmp_path):
+    from reprozoo.attention import attention_figure
+    from reprozoo.io import save_torch
+    from reprozoo.models import create_model
+    from reprozoo.samples import samples_figure
+
+    history = tmp_path / "history.csv"
+    pd.DataFrame({"epoch": [1, 2], "train_discriminator": [1.0, 0.9], "train_generator": [1.0, 1.1]}).to_csv(history, index=False)
+    for name, draw in (("vit_tiny", attention_figure), ("acgan", samples_figure)):
+        cfg = tiny_model_cfg(demo_cfg, name)
+        save_torch(tmp_path / f"{name}.pt", create_model(cfg["arch"], 10, **cfg["args"]).state_dict())
+        args = (history,) if draw is samples_figure else ()
+        draw(cfg, digits_npz, tmp_path / f"{name}.pt", *args, tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:5] == b"%PDF-", name

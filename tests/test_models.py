@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from reprozoo.config import ConfigError, registered_architectures
 from reprozoo.models import count_parameters, create_model, list_models, model_entry
 
-# The study's reported counts (DESIGN.md); every config model of that arch must match.
+# Each architecture's exact trainable-parameter count at its defaults: the study's reported counts
+# (config.yaml's `paper: params`; every config model of that arch must match), then ours.
 EXPECTED_PARAMS = {"mlp": 1_707_274, "cnn": 1_147_914, "resnet18": 11_173_962, "resnet18_pretrained": 11_173_962,
                    "vit_tiny": 1_242_442, "patch_lstm": 2_536_842, "linear_probe": 7_690, "vit_b16_probe": 7_690,
                    # not in the study (announced, left empty): our architectures, recorded
@@ -22,6 +23,15 @@ INPUT_SHAPE = {"linear_probe": (768,)}  # trains on cached features, not images
 
 def make(arch, **args):
     return create_model(arch, **{**TEST_ARGS.get(arch, {}), **args})
+
+
+def require_tables(arch):
+    """A newly registered architecture fails here, saying what to add, not with a KeyError later."""
+    assert arch in EXPECTED_PARAMS, (
+        f"architecture '{arch}' is registered but tests/test_models.py does not know it: add '{arch}': <count> "
+        "to EXPECTED_PARAMS (the paper's parameter count, or the count of the default model once you have "
+        "checked it), and, if its defaults download weights or it does not take 3x32x32 images, its entry "
+        "in TEST_ARGS or INPUT_SHAPE")
 
 
 def batch(arch, n):
@@ -50,7 +60,8 @@ def test_no_architecture_is_named_outside_the_model_room():
     # `arch == ...`, `["arch"] != ...`, `objective == ...`, or a registered name as a string literal
     pattern = re.compile(r"""\b(arch|objective)\b\W{0,3}\s*(==|!=)|["'](%s)["']""" % "|".join(sorted(names)))
     offenders = []
-    for path in [*root.glob("reprozoo/*.py"), *root.glob("rules/*.smk"), root / "Snakefile"]:
+    snakefiles = [root / "Snakefile", root / "workflow/Snakefile"]
+    for path in [*root.glob("reprozoo/*.py"), *root.glob("rules/*.smk"), *snakefiles]:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             code = line.split("#", 1)[0]
             if pattern.search(code) and "name = " not in code:
@@ -60,6 +71,7 @@ def test_no_architecture_is_named_outside_the_model_room():
 
 @pytest.mark.parametrize("arch", list_models())
 def test_output_shape_and_param_count(arch, study_cfg):
+    require_tables(arch)
     model = make(arch)
     out = model.eval()(batch(arch, 4))
     assert out.shape == (4, 10)
@@ -71,6 +83,7 @@ def test_output_shape_and_param_count(arch, study_cfg):
 
 @pytest.mark.parametrize("arch", list_models())
 def test_one_step_lowers_the_loss_on_a_fixed_batch(arch):
+    require_tables(arch)
     torch.manual_seed(0)
     model = make(arch)
     x, y = batch(arch, 16), torch.randint(0, 10, (16,))

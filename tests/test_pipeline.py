@@ -84,6 +84,7 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
                "samples_acgan.png"]
     for png in figures + [f"{kind}_{m}.png" for m in STUDY_MODELS for kind in ("curves", "confusion")]:
         assert (work / "results/digits/report/figures" / png).stat().st_size > 10_000, png
+        assert (work / "results/digits/report/figures" / png).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", png
     ablations = pd.read_csv(work / "results/digits/report/ablations.csv")
     assert ablations["variant"].tolist() == ["cnn_nobn", "vit_tiny_heads3"]
     assert ablations.set_index("variant").loc["vit_tiny_heads3", "paper_accuracy"] == 69.17

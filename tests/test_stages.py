@@ -159,8 +159,9 @@ def test_report_table_and_figures(trained_cnn, digits_npz, tmp_path):
     assert row["hparams"] == "tuned" and row["epochs"] == 3
     md = (tmp_path / "t.md").read_text()
     assert "| cnn" in md and "Not comparable" not in md
-    for png in ("curves_cnn.png", "accuracy.png"):
-        assert (tmp_path / "fig" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("curves_cnn", "accuracy"):
+        assert (tmp_path / "fig" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / "fig" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"  # the twin for papers
     assert len(table) == 1
 
 
