@@ -265,7 +265,7 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
                  label=f"test accuracy{tag}")
     ax1.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
     if paper_accuracy is not None:
-        ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper (CIFAR-10): {paper_accuracy:.2f}%")
+        ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper (CIFAR-10, P100): {paper_accuracy:.2f}%")
     ax2.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
@@ -280,7 +280,8 @@ def plot_confusion(name: str, confusion: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     sns.heatmap(rates, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar_kws={"label": "% of true class"},
                 ax=ax, annot_kws={"fontsize": 7})  # the numbers are what the colour shows: row %
-    ax.set(title=f"{name}: confusion matrix (test, % of each true class; n = {int(confusion.values.sum())})",
+    # two lines: a long model name on one line would run past the figure's edge
+    ax.set(title=f"{name}: confusion matrix\ntest, % of each true class; n = {int(confusion.values.sum())}",
            xlabel="predicted", ylabel="true")
     fig.tight_layout()
     save_figure(fig, path)

@@ -103,12 +103,27 @@ def test_no_label_of_the_accuracy_chart_runs_into_another(captured, tmp_path):
     assert _overlapping_texts(captured[0]) == []
 
 
-def test_curves_name_the_papers_dataset_on_its_reference_line(captured, tmp_path):
+def test_curves_name_the_papers_dataset_and_hardware_on_its_reference_line(captured, tmp_path):
     history = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "test_loss": [1.1, 0.6],
                             "test_accuracy": [50.0, 70.0]})
     report.plot_curves("m", history, 73.24, tmp_path / "c.png")
     labels = [t.get_text() for t in captured[0].axes[1].get_legend().get_texts()]
-    assert "paper (CIFAR-10): 73.24%" in labels
+    assert "paper (CIFAR-10, P100): 73.24%" in labels
+
+
+def test_every_text_of_a_confusion_matrix_stays_inside_the_figure(captured, tmp_path):
+    """The longest model name of the study (the demo's figure cut its title off at the left edge)."""
+    import matplotlib.text
+
+    classes = [str(i) for i in range(10)]
+    confusion = pd.DataFrame(np.eye(10, dtype=int) * 36, index=classes, columns=classes)
+    report.plot_confusion("resnet18_pretrained", confusion, tmp_path / "c.png")
+    fig = captured[0]
+    fig.canvas.draw()
+    inside = fig.bbox.padded(1)  # a pixel of rounding
+    outside = [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()
+               and not (inside.contains(*t.get_window_extent().min) and inside.contains(*t.get_window_extent().max))]
+    assert outside == []
 
 
 def test_figures_are_saved_at_200_dpi(tmp_path):
