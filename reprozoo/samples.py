@@ -36,6 +36,7 @@ def _show(ax, images: torch.Tensor, nrow: int, title: str, row_labels: list[str]
     grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=pad, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_title(title, fontsize=9)
+    ax.set_anchor("N")  # a short grid (the vae's reconstructions) sits at the top, not floating mid-height
     ax.set_xticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
