@@ -93,6 +93,14 @@ def write_csv(path: str | Path, frame, **kwargs) -> None:
         frame.to_csv(tmp, **kwargs)
 
 
+def fmt_duration(seconds: float | None) -> str:
+    """'1m20s', '0m45s', '125m00s' (the comparison table's train time, the train log's ETA); '' for None."""
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
 def pdf_twin(path: str | Path) -> str:
     """Where a figure's PDF twin goes: beside its PNG, same name. `reprozoo.report.save_figure`
     writes it; rules/common.smk declares it (this module imports no torch, so the Snakefile can)."""

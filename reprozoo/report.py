@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reprozoo.engine import no_progress  # noqa: E402
-from reprozoo.io import atomic_path, pdf_twin, read_json, write_csv, write_text  # noqa: E402
+from reprozoo.io import atomic_path, fmt_duration, pdf_twin, read_json, write_csv, write_text  # noqa: E402
 
 log = logging.getLogger("reprozoo.report")
 
@@ -71,12 +71,6 @@ def parse_duration(text: str | None) -> float | None:
         return None
     return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
 
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m{secs:02d}s"
 
 
 def _pm(mean: float, std: float | None, digits: int) -> str:

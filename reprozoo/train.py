@@ -16,7 +16,7 @@ from reprozoo.data import labelled_mask, read_split
 from reprozoo.features import model_inputs
 from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
 from reprozoo.errors import UserError
-from reprozoo.io import read_json, save_torch, stamp, write_csv, write_json
+from reprozoo.io import fmt_duration, read_json, save_torch, stamp, write_csv, write_json
 from reprozoo.models import count_parameters, create_model, setting_deviations
 
 log = logging.getLogger("reprozoo.train")
@@ -24,13 +24,6 @@ log = logging.getLogger("reprozoo.train")
 
 class TrainError(UserError, RuntimeError):
     pass
-
-
-def as_duration(seconds: float) -> str:
-    """'45s', '1m20s', '2h05m'."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def train(cfg: dict, data_path, split_path, best_path, weights_path, history_path, run_path, device,
@@ -56,7 +49,7 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     def on_epoch(r: dict) -> None:
         eta = (time.perf_counter() - start) / r["epoch"] * (epochs - r["epoch"])   # at the mean epoch time so far
         log.info("epoch %d/%d train loss %.4f test loss %.4f test acc %.2f%% (%.1fs, ETA %s)", r["epoch"], epochs,
-                 r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"], as_duration(eta))
+                 r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"], fmt_duration(eta))
 
     try:
         history = fit(runner, train_set, test_set, epochs, generator, on_epoch=on_epoch)
