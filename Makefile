@@ -14,7 +14,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	touch $@
 
-## demo: the whole pipeline on the bundled digits data (~7 min on 2 CPU cores: 414 s inside the tests, 485bbd9)
+## demo: the whole pipeline on the bundled digits data (6-7 min on 2 CPU cores: 378 s inside the tests, d7ccebf)
 demo: venv
 	$(PY) -m reprozoo check-config config.yaml config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml
