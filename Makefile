@@ -2,6 +2,8 @@
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 CORES ?= 2
+# pytest-xdist workers of `make test` (tests/conftest.py)
+TEST_WORKERS ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: venv demo test lint dry-run clean resume
@@ -22,7 +24,7 @@ demo: venv
 
 ## test: the whole test suite (CPU; GPU tests skip without CUDA)
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: venv
 	snakemake --lint

@@ -35,6 +35,21 @@ MODELS = run_models(config)
 SEEDS = [config["seed"] + i for i in range(config.get("repeats", 1))]  # repeats: seed, seed+1, ...
 
 
+def job_threads():
+    """torch threads of a heavy job (tune, train, evaluate, cache_features). A cluster job asks
+    for 4 CPUs (profiles/slurm's max-threads caps them). Locally: half the cores Snakemake was
+    given, 1 to 4, so that two jobs always run side by side. On a small machine that beats one
+    job on every core: much of a job is interpreter start-up, and a second thread speeds up
+    small tensors little (the demo on 2 cores: ~5 min at 1 thread per job, ~7 at 2 threads)."""
+    plugin = workflow.executor_plugin
+    if plugin is not None and not plugin.common_settings.local_exec:
+        return 4
+    return max(1, min(4, (workflow.resource_settings.cores or 1) // 2))
+
+
+JOB_THREADS = job_threads()
+
+
 wildcard_constraints:
     dataset="[a-z][a-z0-9_]*",
     model="[a-z][a-z0-9_]*",

@@ -16,7 +16,7 @@ rule cache_features:
         FEATURES_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
-    threads: 4
+    threads: JOB_THREADS
     resources:
         gpu=1,
     params:

@@ -17,7 +17,7 @@ rule tune:
         TUNE_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
-    threads: 4
+    threads: JOB_THREADS
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     params:
@@ -46,7 +46,7 @@ rule train:
         TRAIN_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
-    threads: 4
+    threads: JOB_THREADS
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     params:
@@ -75,7 +75,7 @@ rule evaluate:
         EVALUATE_BENCHMARK
     conda:
         "../envs/reprozoo.yaml"
-    threads: 4
+    threads: JOB_THREADS
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     params:

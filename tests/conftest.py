@@ -17,9 +17,24 @@ from reprozoo.config import deep_merge, load_config, resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep test output readable
+# On a pytest-xdist worker (`make test` runs two, on two cores) torch computes on one thread,
+# and so do the commands the tests start (they inherit it): two workers with two threads each
+# oversubscribe the cores, and OpenMP's spin-waiting threads then slow tests down severalfold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+# `make test` runs the suite on two pytest-xdist workers with --dist loadfile: a file's tests
+# stay on one worker, so each module fixture (a SLURM cluster, a DVC repository) is built once.
+# The longest files start first, so that no worker is left alone with one at the end: the demo
+# pipeline, the SLURM cluster (mostly waiting on status polls), the DVC round trips.
+LONGEST_FIRST = ["test_pipeline.py", "test_slurm.py", "test_dvc.py"]
 
 
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")
