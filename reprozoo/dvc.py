@@ -3,70 +3,74 @@
 The Snakefile is the one definition of the DAG. This module asks Snakemake for
 every job it would run (`--forceall`) and writes one DVC stage per job, with
 the job's input files as `deps` (plus the image folders the job reads, from
-reprozoo.config.image_folders, the list the Snakefile gives Snakemake as the
-job's `params.trees`: Snakemake sees their content through that digest, DVC
-through hashing the folders), its output files as `outs` (`metrics.json` and
-tune's `best.json` as `metrics`) and its shell command, rewritten in four ways only:
+reprozoo.config.image_folders, which the Snakefile gives Snakemake as the job's
+`params.trees`: Snakemake sees their content through that digest, DVC through
+hashing the folders), its output files as `outs` (`metrics.json`, tune's
+`best.json` and the report's `summary.json` as `metrics`) and its shell command,
+rewritten in four ways only:
 
 - `--model JSON` / `--dataset JSON` become `--config config.yaml [--config
-  override.yaml] --config params.yaml --model-name NAME` (resp. `--dataset-name`);
-  the report's `--papers`, `--study` and `--ablations` JSON are dropped (the CLI
-  takes them from the same files). Before rewriting, the JSON Snakemake would pass
-  is checked to be exactly what the CLI resolves from those files, so both engines
-  hand every stage the same section.
+  override.yaml] --experiments params.yaml --model-name NAME` (resp.
+  `--dataset-name`); the report's `--papers`, `--study` and `--ablations` JSON
+  are dropped (the CLI takes them from the same files). Before rewriting, the
+  JSON Snakemake would pass is checked to be exactly what the CLI resolves from
+  those files, so both engines hand every stage the same section.
 - the split's fractions come from config.yaml through `vars`, unless an override
   file sets them.
 - `--threads N` becomes `--threads 0` (torch's default: DVC runs one stage at a
   time, and the file must not depend on the machine it was written on).
 - the `all` target (no command) is dropped.
 
-Params, so that DVC reruns what Snakemake reruns. Snakemake reruns a job when the
-JSON it passes changes; DVC when a config key the stage declares as `params`
-changes. So a stage declares exactly the keys its JSON is made of. For a model's
-stages (tune, train, evaluate, verify, ...) that is what resolve_model reads: each
-key of `models.NAME` but `paper` and `verify` (for an ablation: its base's, and
-`ablations.NAME.base` and `.set`), the reported `paper.lr` and `paper.epochs`
-only under `hparams: paper`, `protocol` without `split`, `seed`, its backbone.
-Reported numbers and prose (`paper:`, `study:`) are thus no parameter of a
-training stage: editing them reruns the report alone, in both engines. The
-report declares whole model sections, the ablations it shows, the study and the
-dataset. A key added to a model section is tracked once dvc.yaml is regenerated
-(`--check` fails until then): DVC can only track keys that exist.
-
-params.yaml is the file built for `dvc exp run -S`: one empty section per model,
-layered over the config files by every stage (`--config params.yaml`, last), and
-tracked there section by section (`params.yaml: models.NAME` as a whole, so keys
-an experiment adds are seen). DVC rewrites the file it edits (ruamel: comments,
-flow style and quoting are lost), which is why experiments edit this file and
-never the hand-written config.yaml. The generator creates it, adds a section for
-a new model and keeps what the sections hold.
-
 How the jobs are listed: through Snakemake's public interfaces only. A dry run
-(`snakemake --forceall --dry-run`, through the documented Python API
-`snakemake.api`) reports every job to the logger plugins as a JOB_INFO event
-whose fields are the rule, wildcards, input and output files and shell command
-(snakemake-interface-logger-plugins, a versioned interface that logger plugins
-are written against); this module registers a plugin of its own in-process and
-keeps those fields. Not chosen: parsing `snakemake -n -p` (text for people: files
-joined with ", ", layout free to change between releases); `--detailed-summary`
-(its shell command is the one recorded for an output that exists, none for a
-job not yet run); dvc.yaml by hand as foreach/matrix stages (a second
-definition of every path, input function and per-model dependency of rules/ in
-another language, held in line only by a test). The one thing no public
-interface lists is a job's params; the only one the stages need beyond the
-command is the image folders, which both engines take from one function.
+(`snakemake --forceall --dry-run`, through the documented Python API,
+`snakemake.api`) reports each job to the logger plugins as a JOB_INFO event,
+whose fields are its rule, wildcards, input and output files and shell command
+(snakemake-interface-logger-plugins: the versioned interface logger plugins are
+written against). This module registers a plugin of its own, in-process, that
+keeps those fields, and orders the jobs as Snakemake's DAG does. Not chosen:
+parsing the text of `snakemake -n -p` (made for people: files joined with ", ",
+layout free to change between releases); `--detailed-summary` (its shell command
+is the one recorded for an existing output, none for a job not yet run); dvc.yaml
+by hand as foreach/matrix stages (a second definition of every path, input
+function and per-model dependency of rules/, in another language, held in line
+only by a test). No public interface lists a job's params; the one the stages
+need beyond the command, the image folders, both engines take from one function.
 
-Plots: each model's training curves (history.csv: losses, test accuracy per
-epoch), confusion matrix (predictions.csv, one row per test image, DVC's
-`confusion` template) and tuning trials (trials.csv: validation loss against
-lr), declared as top-level `plots:`.
+Params: DVC reruns what Snakemake reruns. Snakemake reruns a job when the JSON
+it passes changes, DVC a stage when a config key it declares as `params` does,
+so a stage declares the keys its JSON is made of. For a model's stages (verify,
+tune, train, evaluate, attention, samples) that is what resolve_model reads:
+each key of `models.NAME` but `paper` and `verify` (for an ablation, its base's,
+and `ablations.NAME.base` and `.set`), the reported `paper.lr` and
+`paper.epochs` only under `hparams: paper`, `protocol` but `split`, `seed`, its
+backbone. Reported numbers and prose (`paper:`, `study:`) are thus parameters of
+no training stage: editing them reruns the report alone, in both engines. The
+report declares every key of the sections it shows, the study and the dataset.
+Keys are declared one by one (`models.mlp.arch`, `models.mlp.args`, ...): DVC can
+track a key only where it exists, so a key added to a model section is tracked
+once dvc.yaml is regenerated (`--check` fails until then), as is a switch to
+`hparams: paper`.
+
+params.yaml is the file built for `dvc exp run -S`: one section per model,
+`mlp: {}`, merged into `models.mlp` after the config files by Snakemake
+(rules/common.smk) and by every DVC stage (`--experiments params.yaml`), and
+declared section by section (`params.yaml: mlp`, as a whole, so that keys an
+experiment adds count). DVC rewrites the file it edits (comments but the header,
+flow style and quoting are lost: ruamel), which is why experiments go there and
+never into the hand-written config.yaml; the short keys (`mlp.paper.lr`) keep
+`dvc exp show` narrow. The generator creates the file, adds a section for a new
+model and keeps what the others hold.
+
+Plots: each model's training curves (history.csv: train and test loss, test
+accuracy per epoch), confusion matrix (predictions.csv, one row per test image,
+DVC's `confusion` template) and tuning trials (trials.csv: validation loss
+against lr), declared as top-level `plots:` with ids `<dataset>/<model>/<plot>`.
 
 There is one dvc.yaml, at the repository root, for one configuration at a time:
 the study by default, the demo after `--configfile config/demo.yaml`. Two
 configurations cannot share a repository's DVC pipeline because some outputs
 (results/verify/) do not depend on the dataset. The header records the config
-files, and `--check` compares the file (and params.yaml) with a fresh generation
-for those.
+files, and `--check` compares the file with a fresh generation for those.
 """
 from __future__ import annotations
 
@@ -106,6 +110,7 @@ PLOTS = {
 }
 
 DVC_YAML = Path("dvc.yaml")
+PLUGIN = "reprozoo-dvc"  # the logger plugin that lists Snakemake's jobs (_job_recorder)
 
 
 def recorded_overrides(path: Path = DVC_YAML) -> list[str]:
@@ -133,12 +138,10 @@ def _dry_run(configfiles: list[str]) -> list[dict]:
 
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (ConfigSettings, DAGSettings, ExecutionSettings, OutputSettings,
-                                          Quietness, ResourceSettings)
+                                          ResourceSettings)
 
-    name, settings = _job_recorder()
     logging.getLogger("snakemake").propagate = False  # its progress lines are not ours to print
-    output = OutputSettings(dryrun=True, quiet={Quietness.ALL}, log_handler_settings={name: settings})
-    with SnakemakeApi(output) as api:
+    with SnakemakeApi(OutputSettings(dryrun=True, log_handler_settings={PLUGIN: _job_recorder()})) as api:
         workflow = api.workflow(resource_settings=ResourceSettings(cores=1),
                                 config_settings=ConfigSettings(configfiles=[Path(f) for f in configfiles]),
                                 snakefile=Path("Snakefile"), workdir=Path.cwd())
@@ -149,7 +152,7 @@ def _dry_run(configfiles: list[str]) -> list[dict]:
 
 
 def _job_recorder():
-    """A logger plugin that keeps each JOB_INFO event's fields, registered once; its name and settings."""
+    """The settings of logger plugin PLUGIN, registered on first use: it keeps each JOB_INFO event's fields."""
     from dataclasses import dataclass
     from types import SimpleNamespace
 
@@ -176,11 +179,10 @@ def _job_recorder():
                                   "input": [str(f) for f in record.input],
                                   "output": [str(f) for f in record.output], "cmd": record.shellcmd})
 
-    registry = LoggerPluginRegistry()
-    module = "snakemake_logger_plugin_reprozoo_dvc"
-    registry.register_plugin(module, SimpleNamespace(LogHandler=LogHandler, LogHandlerSettings=LogHandlerSettings))
-    plugin = registry.get_plugin("reprozoo-dvc")
-    return "reprozoo-dvc", plugin.settings_cls()
+    registry = LoggerPluginRegistry()  # a no-op when registered already
+    registry.register_plugin(f"snakemake_logger_plugin_{PLUGIN.replace('-', '_')}",
+                             SimpleNamespace(LogHandler=LogHandler, LogHandlerSettings=LogHandlerSettings))
+    return registry.get_plugin(PLUGIN).settings_cls()
 
 
 def _toposorted(jobs: list[dict]) -> list[dict]:
