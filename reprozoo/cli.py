@@ -71,6 +71,8 @@ def _from_config(args: argparse.Namespace) -> None:
     cfg = load_config(*config, experiments=args.experiments)
     if getattr(args, "model_name", None):
         args.model = _as_json(resolve_model(cfg, args.model_name))
+    if args.stage == "verify":  # as rules/common.smk
+        args.expect = args.expect or _as_json(cfg["models"][args.model_name].get("verify", {}))
     if getattr(args, "dataset_name", None):
         args.dataset = _as_json(resolve_dataset(cfg, args.dataset_name))
     if args.stage == "report" and args.papers is None:
@@ -146,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="module-level checks of one model (no data): stats, gradients, references")
     _common(p, model=True)
-    p.add_argument("--expect", default="{}", metavar="JSON",
-                   help="the model's `verify:` section (documented zero-gradient parameters)")
+    p.add_argument("--expect", metavar="JSON", help="the model's `verify:` section (documented zero-gradient "
+                   "parameters; default {}, with --model-name: the config's)")
     p.add_argument("--out", required=True, help="verify JSON to write")
 
     p = sub.add_parser("tune", help="hyperopt TPE over lr (or the paper's lr/epochs)")
@@ -285,7 +287,7 @@ def run(args: argparse.Namespace) -> None:
     elif stage == "verify":
         from reprozoo.verify import verify
 
-        verify(_model(args.model), args.out, parse_json_arg(args.expect, "--expect", "verify"))
+        verify(_model(args.model), args.out, parse_json_arg(args.expect or "{}", "--expect", "verify"))
     elif stage == "tune":
         from reprozoo.tune import tune
 

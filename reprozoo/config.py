@@ -64,7 +64,9 @@ def load_config(path: str | Path, *overrides: str | Path, experiments: str | Pat
 def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool = False) -> dict:
     """cfg with the experiment file applied: params.yaml holds one section override per model
     (`mlp: {hparams: paper}` merges into models.mlp), the file `dvc exp run -S` edits. Snakemake
-    applies it too, so both engines see one configuration (README "DVC")."""
+    applies it too, so both engines see one configuration (README "DVC"). It holds what a model
+    trains with: DVC tracks each section as a whole, so reported numbers (but the lr and epochs
+    `hparams: paper` trains with) and verifier expectations stay in config.yaml."""
     if missing_ok and not Path(path).is_file():
         return cfg
     layer = _read_yaml(path)
@@ -73,6 +75,11 @@ def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool
             raise ConfigError(f"{path}: '{name}' is no model of the config (it holds one section per model)")
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: '{name}' must be a mapping: keys of models.{name} to override")
+        paper = section.get("paper") if isinstance(section.get("paper"), dict) else {}  # else: the schema says
+        extra = ["verify"] * ("verify" in section) + [f"paper.{k}" for k in paper if k not in ("lr", "epochs")]
+        if extra:
+            raise ConfigError(f"{path}: '{name}.{extra[0]}': reported numbers and verify expectations belong in "
+                              "config.yaml (this file holds what a model trains with)")
     return deep_merge(cfg, {"models": layer})
 
 

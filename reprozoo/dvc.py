@@ -11,8 +11,8 @@ rewritten in four ways only:
 
 - `--model JSON` / `--dataset JSON` become `--config config.yaml [--config
   override.yaml] --experiments params.yaml --model-name NAME` (resp.
-  `--dataset-name`); the report's `--papers`, `--study` and `--ablations` JSON
-  are dropped (the CLI takes them from the same files). Before rewriting, the
+  `--dataset-name`); verify's `--expect` and the report's `--papers`, `--study`
+  and `--ablations` JSON are dropped (the CLI takes them from the same files). Before rewriting, the
   JSON Snakemake would pass is checked to be exactly what the CLI resolves from
   those files, so both engines hand every stage the same section.
 - the split's fractions come from config.yaml through `vars`, unless an override
@@ -91,8 +91,8 @@ HEADER = """\
 """ + CONFIG_LINE + "{configs}\n"
 # Values the CLI gets on the command line that come straight from config.yaml.
 SPLIT_VARS = {"--tune-fraction": "protocol.split.tune_fraction", "--val-fraction": "protocol.split.val_fraction"}
-# Report options whose JSON the CLI takes from the config files itself.
-FROM_CONFIG = {"--papers", "--study", "--ablations"}
+# Options whose JSON the CLI takes from the config files itself (verify's, the report's).
+FROM_CONFIG = {"--expect", "--papers", "--study", "--ablations"}
 # A model's keys that reach the report or verify alone, not the section resolve_model hands the stages.
 NOT_TRAINING = ("paper", "verify")
 METRICS = {"metrics.json", "best.json", "summary.json"}
@@ -285,6 +285,22 @@ class _Pipeline:
             keys.append(f"backbones.{resolved['backbone']['name']}")
         return keys + ["seed"]
 
+    def from_config(self, option: str, tokens: list[str], wildcards: dict) -> tuple[dict, list[str]]:
+        """What the CLI takes from the config files instead of `option` (as the Snakefile passes it) and the keys
+        that is made of."""
+        if option == "--expect":  # verify's expectations (an ablation has none)
+            name = wildcards["model"]
+            return self.cfg["models"][name].get("verify", {}), [f"models.{name}.verify"]
+        models = tokens[tokens.index("--models") + 1:]
+        models = models[:next((k for k, t in enumerate(models) if t.startswith("--")), len(models))]
+        ablations = self.cfg.get("ablations", {})
+        resolved = {"--papers": {m: self.cfg["models"][m].get("paper", {}) for m in models},
+                    "--study": self.cfg.get("study", {}),
+                    "--ablations": {m: ablations[m] for m in models if m in ablations}}[option]
+        # Whole sections, not just `paper`: a model's change reaches the report anyway
+        # (through its metrics), and this way `dvc status` lists the report at once.
+        return resolved, [k for m in models for k in self.section_keys(m)] + ["study"]
+
     def stage(self, job: dict) -> tuple[str, dict]:
         tokens = shlex.split(job["cmd"])
         if tokens[:3] != ["python", "-m", "reprozoo"]:
@@ -307,16 +323,9 @@ class _Pipeline:
                 keys.append(f"datasets.{name}")
                 use_config = True
             elif option in FROM_CONFIG:
-                models = tokens[tokens.index("--models") + 1:]
-                models = models[:next((k for k, t in enumerate(models) if t.startswith("--")), len(models))]
-                ablations = self.cfg.get("ablations", {})
-                self._same(job, option, value, {
-                    "--papers": {m: self.cfg["models"][m].get("paper", {}) for m in models},
-                    "--study": self.cfg.get("study", {}),
-                    "--ablations": {m: ablations[m] for m in models if m in ablations}}[option])
-                # Whole sections, not just `paper`: a model's change reaches the report anyway
-                # (through its metrics), and this way `dvc status` lists the report at once.
-                keys += [k for m in models for k in self.section_keys(m)] + ["study"]
+                resolved, option_keys = self.from_config(option, tokens, wildcards)
+                self._same(job, option, value, resolved)
+                keys += option_keys
                 use_config = True
             elif option == "--threads":
                 cmd += [option, "0"]
