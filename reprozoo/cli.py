@@ -7,10 +7,11 @@ shell all run the same command. `check-config` validates a config file.
 
 DVC cannot put a config section into a command as JSON, so each of these options
 has a twin that names the section instead: `--config config.yaml [--config
-override.yaml ...] --model-name mlp` (likewise `--dataset-name`; `report` then
-takes the papers, the study and the ablations from the config too). The section is resolved by the same code
-the Snakefile uses, so both engines hand a stage the same JSON. `dvc-yaml` writes
-dvc.yaml from the Snakemake workflow's own DAG.
+override.yaml ...] [--experiments params.yaml] --model-name mlp` (likewise
+`--dataset-name`; `verify` then takes its expectations, `report` the papers, the
+study and the ablations from the config too). The section is resolved by the same
+code the Snakefile uses, so both engines hand a stage the same JSON. `dvc-yaml`
+writes dvc.yaml from the Snakemake workflow's own DAG.
 """
 from __future__ import annotations
 
