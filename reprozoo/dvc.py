@@ -415,7 +415,7 @@ def write_dvc_yaml(overrides: list[str], check: bool = False) -> Path:
     missing = missing_sections(overrides)
     if check and missing:
         raise ConfigError(f"{EXPERIMENTS}: no section for model '{missing[0]}': run `{command}`")
-    if missing or not Path(EXPERIMENTS).is_file():
+    if missing:  # all of them when there is no params.yaml
         add_sections(missing)
     text = render(overrides)
     if check and path.read_text() != text:
