@@ -57,7 +57,7 @@ resume:
 DVC_CONFIG ?=
 SMK_CONFIG := $(if $(DVC_CONFIG),--configfile $(DVC_CONFIG))
 
-.PHONY: dvc-yaml dvc-demo dvc-pull dvc-commit dvc-touch
+.PHONY: dvc-yaml dvc-demo dvc-pull dvc-commit dvc-touch dvc-exp-show
 
 ## dvc-yaml: write dvc.yaml from the Snakemake workflow (the study, or DVC_CONFIG's)
 dvc-yaml: venv
@@ -83,3 +83,8 @@ dvc-commit:
 dvc-touch:
 	@dvc status --quiet || { dvc status; echo "dvc-touch: DVC sees changes: nothing touched"; exit 1; }
 	snakemake --touch --forceall --cores 1 $(SMK_CONFIG)
+
+## dvc-exp-show: the experiments table in 120 columns: each experiment's changed params and the
+## summary metrics (mlp.accuracy, ...) of the models it changed; no dates, no file columns
+dvc-exp-show:
+	dvc exp show --no-pager --only-changed --drop 'Created|[^:]*/'

@@ -7,10 +7,11 @@ shell all run the same command. `check-config` validates a config file.
 
 DVC cannot put a config section into a command as JSON, so each of these options
 has a twin that names the section instead: `--config config.yaml [--config
-override.yaml ...] --model-name mlp` (likewise `--dataset-name`; `report` then
-takes the papers from the config too). The section is resolved by the same code
-the Snakefile uses, so both engines hand a stage the same JSON. `dvc-yaml` writes
-dvc.yaml from the Snakemake workflow's own DAG.
+override.yaml ...] [--experiments params.yaml] --model-name mlp` (likewise
+`--dataset-name`; `verify` then takes its expectations, `report` the papers, the
+study and the ablations from the config too). The section is resolved by the same
+code the Snakefile uses, so both engines hand a stage the same JSON. `dvc-yaml`
+writes dvc.yaml from the Snakemake workflow's own DAG.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def _dataset(text: str) -> dict:
 def _config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", metavar="YAML",
                    help="config.yaml, then override files in order (repeat the option); for --*-name")
+    p.add_argument("--experiments", metavar="YAML",
+                   help="params.yaml: per-model overrides applied after the --config files (DVC experiments)")
 
 
 def _dataset_option(p: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -66,9 +69,11 @@ def _from_config(args: argparse.Namespace) -> None:
         return
     if not config:
         raise ConfigError(f"--{names[0].replace('_', '-')}: needs --config config.yaml")
-    cfg = load_config(*config)
+    cfg = load_config(*config, experiments=args.experiments)
     if getattr(args, "model_name", None):
         args.model = _as_json(resolve_model(cfg, args.model_name))
+    if args.stage == "verify":  # as rules/common.smk
+        args.expect = args.expect or _as_json(cfg["models"][args.model_name].get("verify", {}))
     if getattr(args, "dataset_name", None):
         args.dataset = _as_json(resolve_dataset(cfg, args.dataset_name))
     if args.stage == "report" and args.papers is None:
@@ -76,9 +81,10 @@ def _from_config(args: argparse.Namespace) -> None:
         if unknown:
             raise ConfigError(f"--models: unknown model '{unknown[0]}' (defined: {', '.join(sorted(cfg['models']))})")
         args.papers = _as_json({m: cfg["models"][m].get("paper", {}) for m in args.models})
-    if args.stage == "report":
+    if args.stage == "report":  # as rules/common.smk: the study, and the ablations among --models
         args.study = args.study or _as_json(cfg.get("study", {}))
-        args.ablations = args.ablations or _as_json(cfg.get("ablations", {}))
+        ablations = cfg.get("ablations", {})
+        args.ablations = args.ablations or _as_json({m: ablations[m] for m in args.models if m in ablations})
 
 
 def _common(p: argparse.ArgumentParser, model: bool = False, compute: bool = False) -> None:
@@ -143,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="module-level checks of one model (no data): stats, gradients, references")
     _common(p, model=True)
-    p.add_argument("--expect", default="{}", metavar="JSON",
-                   help="the model's `verify:` section (documented zero-gradient parameters)")
+    p.add_argument("--expect", metavar="JSON", help="the model's `verify:` section (documented zero-gradient "
+                   "parameters; default {}, with --model-name: the config's)")
     p.add_argument("--out", required=True, help="verify JSON to write")
 
     p = sub.add_parser("tune", help="hyperopt TPE over lr (or the paper's lr/epochs)")
@@ -170,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True)
     p.add_argument("--metrics", required=True, help="metrics.json to write")
     p.add_argument("--confusion", required=True, help="confusion.csv to write")
+    p.add_argument("--predictions", help="predictions.csv to write: each test image's actual and predicted class")
     p.add_argument("--extra-test", action="append", default=[], metavar="NAME=ROOT",
                    help="also evaluate on ROOT/test/<class>/* (imagefolder); repeatable")
 
@@ -199,12 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", nargs="*", default=[], help="verify JSON per model (module verification table)")
     p.add_argument("--study", metavar="JSON", help="the config's `study:` paper spec (default with --config: from it)")
     p.add_argument("--ablations", metavar="JSON",
-                   help="the config's `ablations:` section (default with --config: from it)")
+                   help="the config's `ablations:` among --models (default with --config: from it)")
     p.add_argument("--table-csv", required=True)
     p.add_argument("--table-md", required=True)
     p.add_argument("--verdicts-csv", help="default: verdicts.csv beside --table-csv")
     p.add_argument("--ablations-csv", help="default: ablations.csv beside --table-csv")
     p.add_argument("--verification-csv", help="default: verification.csv beside --table-csv")
+    p.add_argument("--summary-json", help="summary.json to write: each model's mean test accuracy and loss")
     p.add_argument("--figures", required=True, help="folder for curves_<model>.png and accuracy.png")
     _common(p)
     return parser
@@ -280,7 +288,7 @@ def run(args: argparse.Namespace) -> None:
     elif stage == "verify":
         from reprozoo.verify import verify
 
-        verify(_model(args.model), args.out, parse_json_arg(args.expect, "--expect", "verify"))
+        verify(_model(args.model), args.out, parse_json_arg(args.expect or "{}", "--expect", "verify"))
     elif stage == "tune":
         from reprozoo.tune import tune
 
@@ -304,7 +312,8 @@ def run(args: argparse.Namespace) -> None:
             if not sep or not name or not root:
                 raise ConfigError(f"--extra-test '{item}': expected NAME=ROOT")
             extra[name] = root
-        evaluate(cfg, args.data, args.weights, args.metrics, args.confusion, _device(args), extra, args.features)
+        evaluate(cfg, args.data, args.weights, args.metrics, args.confusion, _device(args), extra, args.features,
+                 args.predictions)
     elif stage == "attention":
         from reprozoo.attention import attention_figure
 
@@ -328,7 +337,8 @@ def run(args: argparse.Namespace) -> None:
                verify_paths=args.verify, confusion_paths=args.confusions,
                study=parse_json_arg(args.study or "{}", "--study"),
                ablations=parse_json_arg(args.ablations or "{}", "--ablations"), verdicts_csv=args.verdicts_csv,
-               ablations_csv=args.ablations_csv, verification_csv=args.verification_csv)
+               ablations_csv=args.ablations_csv, verification_csv=args.verification_csv,
+               summary_json=args.summary_json)
 
 
 def main(argv: list[str] | None = None) -> int:

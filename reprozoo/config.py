@@ -9,6 +9,7 @@ import ast
 import copy
 import json
 import math
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ from reprozoo.errors import UserError
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
+EXPERIMENTS = "params.yaml"  # the experiment file (with_experiments), in the working directory
 
 
 # Shared defaults, defined once.
@@ -47,13 +49,38 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path, *overrides: str | Path) -> dict:
-    """Read config.yaml, apply override files in order, validate, expand ablations."""
+def load_config(path: str | Path, *overrides: str | Path, experiments: str | Path | None = None) -> dict:
+    """Read config.yaml, apply override files in order, then the experiment file if given, validate,
+    expand ablations."""
     cfg = _read_yaml(path)
     for override in overrides:
         cfg = deep_merge(cfg, _read_yaml(override))
+    if experiments is not None:
+        cfg = with_experiments(cfg, experiments)
     validate_config(cfg)
     return expand_ablations(cfg)
+
+
+def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool = False) -> dict:
+    """cfg with the experiment file applied: params.yaml holds one section override per model
+    (`mlp: {hparams: paper}` merges into models.mlp), the file `dvc exp run -S` edits. Snakemake
+    applies it too, so both engines see one configuration (README "DVC"). It holds what a model
+    trains with: DVC tracks each section as a whole, so reported numbers (but the lr and epochs
+    `hparams: paper` trains with) and verifier expectations stay in config.yaml."""
+    if missing_ok and not Path(path).is_file():
+        return cfg
+    layer = _read_yaml(path)
+    for name, section in layer.items():
+        if name not in cfg.get("models", {}):
+            raise ConfigError(f"{path}: '{name}' is no model of the config (it holds one section per model)")
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: '{name}' must be a mapping: keys of models.{name} to override")
+        paper = section.get("paper") if isinstance(section.get("paper"), dict) else {}  # else: the schema says
+        extra = ["verify"] * ("verify" in section) + [f"paper.{k}" for k in paper if k not in ("lr", "epochs")]
+        if extra:
+            raise ConfigError(f"{path}: '{name}.{extra[0]}': reported numbers and verify expectations belong in "
+                              "config.yaml (this file holds what a model trains with)")
+    return deep_merge(cfg, {"models": layer})
 
 
 def expand_ablations(cfg: dict) -> dict:
@@ -272,6 +299,20 @@ def resolve_dataset(cfg: dict, name: str) -> dict:
 def dataset_section(name: str, section: dict) -> dict:
     """A dataset's section as a stage receives it: its name, the stored image size, whether it is the paper's."""
     return {"name": name, "image_size": IMAGE_SIZE, "paper_dataset": section["kind"] == "cifar10", **section}
+
+
+def image_folders(cfg: dict, stage: str, wildcards: dict) -> list[str]:
+    """The image folders a job of `stage` reads besides its input files: an imagefolder
+    dataset's train/ and test/ (download, prepare), each extra test set's test/ (evaluate).
+    Snakemake sees their content through a digest param (rules/common.smk), DVC as
+    folder deps it hashes (reprozoo/dvc.py): both engines take the list from here."""
+    if stage in ("download", "prepare"):
+        dataset = resolve_dataset(cfg, wildcards["dataset"])
+        if dataset["kind"] == "imagefolder":
+            return [os.path.join(dataset["root"], split) for split in ("train", "test")]
+    if stage == "evaluate":
+        return [os.path.join(spec["root"], "test") for _, spec in sorted(cfg.get("extra_test", {}).items())]
+    return []
 
 
 def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:

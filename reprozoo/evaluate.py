@@ -1,5 +1,6 @@
-"""`evaluate`: test loss, accuracy, per-class accuracy and confusion matrix of a
-trained model, plus the same on optional extra test sets (imagefolder trees)."""
+"""`evaluate`: test loss, accuracy, per-class accuracy, confusion matrix and each test
+image's prediction (what `dvc plots` draws its confusion matrix from) of a trained
+model, plus the same metrics on optional extra test sets (imagefolder trees)."""
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,7 @@ def scores(runner: Runner, data: Tensors) -> tuple[dict, np.ndarray, np.ndarray]
 
 
 def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, device,
-             extra_tests: dict[str, str] | None = None, features_path=None) -> dict:
+             extra_tests: dict[str, str] | None = None, features_path=None, predictions_path=None) -> dict:
     arrays = model_inputs(cfg, data_path, features_path)
     classes = [str(c) for c in arrays["classes"]]
     labels = list(range(len(classes)))
@@ -65,6 +66,9 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
 
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     write_csv(confusion_path, pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes))
+    if predictions_path is not None:  # one row per test image, in test-set order
+        names = np.array(classes)
+        write_csv(predictions_path, pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]}), index=False)
     write_json(metrics_path, metrics)
     log.info("%s: test acc %.2f%% loss %.4f", cfg["name"], metrics["accuracy"], metrics["loss"])
     return metrics

@@ -6,6 +6,8 @@ Writes, for one dataset:
   (reproduced within 5% / deviates / not comparable / no progress);
 - ablations.csv: each variant beside its base and, where reported, the paper;
 - verification.csv: the module verifier's summary per model;
+- summary.json: each model's (and ablation's) test accuracy and loss, mean over seeds:
+  DVC's metric for comparing experiments (`dvc exp show`: short columns `mlp.accuracy`);
 - comparison.md: all of the above plus the paper spec, for people;
 - figures: training curves (all seeds), confusion matrices, the accuracy chart (each
   ablation hatched beside its base model); each as PNG and as a PDF twin for papers
@@ -33,7 +35,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reprozoo.engine import no_progress  # noqa: E402
-from reprozoo.io import atomic_path, fmt_duration, pdf_twin, read_json, write_csv, write_text  # noqa: E402
+from reprozoo.io import atomic_path, fmt_duration, pdf_twin, read_json, write_csv, write_json, write_text  # noqa: E402
 
 log = logging.getLogger("reprozoo.report")
 
@@ -380,7 +382,7 @@ def paper_spec_md(study: dict, papers: dict, models: list[str]) -> list[str]:
 def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_paths, best_paths, history_paths,
            table_csv, table_md, figures_dir, *, verify_paths=(), confusion_paths=(), study: dict | None = None,
            ablations: dict | None = None, verdicts_csv=None, ablations_csv=None,
-           verification_csv=None) -> pd.DataFrame:
+           verification_csv=None, summary_json=None) -> pd.DataFrame:
     res = Results(models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths)
     ablations = {k: v for k, v in (ablations or {}).items() if k in res.order}
     main = [m for m in res.order if m not in ablations]
@@ -395,6 +397,9 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     write_csv(verdicts_csv or out / "verdicts.csv", verdicts, index=False)
     write_csv(ablations_csv or out / "ablations.csv", ablation_table, index=False)
     write_csv(verification_csv or out / "verification.csv", verification, index=False)
+    if summary_json is not None:
+        write_json(summary_json, {name: {key: res.mean_std(name, key)[0] for key in ("accuracy", "loss")}
+                                  for name in res.order})
 
     lines = [f"# reprozoo: reproduction report on `{dataset['name']}`", "",
              "Reproduced = this pipeline; paper = the study (CIFAR-10 test set, Kaggle P100). "

@@ -14,16 +14,19 @@ from reprozoo.config import (
     ConfigError,
     architectures_declaring,
     expand_ablations,
+    image_folders,
     model_sources,
     resolve_backbone,
     resolve_dataset,
     resolve_model,
     run_models,
     validate_config,
+    with_experiments,
 )
 from reprozoo.io import pdf_twin
 
 try:
+    config.update(with_experiments(config, missing_ok=True))  # params.yaml: DVC experiments' layer, if any
     validate_config(config)
 except ConfigError as e:
     sys.exit(f"reprozoo: {e}")
@@ -70,11 +73,13 @@ RUN = "results/{dataset}/train/{model}/seed{seed}/run.json"
 VERIFY = "results/verify/{model}.json"
 METRICS = "results/{dataset}/eval/{model}/seed{seed}/metrics.json"
 CONFUSION = "results/{dataset}/eval/{model}/seed{seed}/confusion.csv"
+PREDICTIONS = "results/{dataset}/eval/{model}/seed{seed}/predictions.csv"
 TABLE_CSV = "results/{dataset}/report/comparison.csv"
 TABLE_MD = "results/{dataset}/report/comparison.md"
 VERDICTS = "results/{dataset}/report/verdicts.csv"
 ABLATION_TABLE = "results/{dataset}/report/ablations.csv"
 VERIFICATION_TABLE = "results/{dataset}/report/verification.csv"
+SUMMARY = "results/{dataset}/report/summary.json"
 FIGURES = "results/{dataset}/report/figures"
 CURVES = "results/{dataset}/report/figures/curves_{model}.png"
 CONFUSION_PLOT = "results/{dataset}/report/figures/confusion_{model}.png"
@@ -146,7 +151,7 @@ def extra_test_args(wildcards):
 # job that reads an image tree gets `params` trees={folder: content digest}, computed
 # here at DAG time: editing, adding or removing an image changes the params, and the
 # `params` rerun trigger (profiles/default) reruns the job and everything after it.
-# reprozoo/dvc.py turns the same folders into DVC `deps` (DVC hashes their content).
+# reprozoo/dvc.py turns the same folders (one list for both) into DVC `deps`, whose content DVC hashes.
 @lru_cache(maxsize=None)
 def _tree_fingerprint(folder):
     from reprozoo.data import tree_fingerprint
@@ -158,17 +163,13 @@ def _trees(folders):
     return {f: _tree_fingerprint(f) for f in folders}
 
 
-def dataset_trees(wildcards):
-    """An imagefolder dataset's train/ and test/ folders, each with its content digest; {} for other kinds."""
-    dataset = resolve_dataset(config, wildcards.dataset)
-    if dataset["kind"] != "imagefolder":
-        return {}
-    return _trees([os.path.join(dataset["root"], split) for split in ("train", "test")])
+def image_trees(stage):
+    """The image folders a job of `stage` reads (reprozoo.config.image_folders), each with its content digest."""
 
+    def trees(wildcards):
+        return _trees(image_folders(config, stage, wildcards))
 
-def extra_test_trees(wildcards):
-    """Each extra test set's test/ folder with its content digest: evaluate reruns when one changes."""
-    return _trees([os.path.join(spec["root"], "test") for _, spec in sorted(config.get("extra_test", {}).items())])
+    return trees
 
 
 # ------------------------------------------------------------------ input functions

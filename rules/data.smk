@@ -16,7 +16,7 @@ rule download:
         "../envs/reprozoo.yaml"
     params:
         dataset=dataset_json,
-        trees=dataset_trees,  # an imagefolder's content: the manifest records it
+        trees=image_trees("download"),  # an imagefolder's content: the manifest records it
     shell:
         "python -m reprozoo download --dataset {params.dataset:q} --out {output} > {log} 2>&1"
 
@@ -34,7 +34,7 @@ rule prepare:
         "../envs/reprozoo.yaml"
     params:
         dataset=dataset_json,
-        trees=dataset_trees,
+        trees=image_trees("prepare"),
     shell:
         "python -m reprozoo prepare --dataset {params.dataset:q} --manifest {input.manifest} --out {output} > {log} 2>&1"
 

@@ -60,7 +60,7 @@ rule train:
 
 
 rule evaluate:
-    """Test accuracy, loss and confusion matrix of the trained weights (plus any extra test sets)."""
+    """Test accuracy, loss, confusion matrix and per-image predictions of the trained weights (plus extra test sets)."""
     input:
         data=DATA,
         weights=WEIGHTS,
@@ -69,6 +69,7 @@ rule evaluate:
     output:
         metrics=METRICS,
         confusion=CONFUSION,
+        predictions=PREDICTIONS,
     log:
         expand(SEED_LOG, stage="evaluate", allow_missing=True),
     benchmark:
@@ -82,8 +83,9 @@ rule evaluate:
         model=model_json,
         features=features_arg,
         extra=extra_test_args,
-        trees=extra_test_trees,
+        trees=image_trees("evaluate"),
     shell:
         "python -m reprozoo evaluate --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--metrics {output.metrics} --confusion {output.confusion} {params.extra:q} {params.features} "
+        "--metrics {output.metrics} --confusion {output.confusion} --predictions {output.predictions} "
+        "{params.extra:q} {params.features} "
         "--threads {threads} > {log} 2>&1"

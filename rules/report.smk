@@ -17,6 +17,7 @@ rule report:
         verdicts=report(VERDICTS, caption="../workflow/report/verdicts.rst", category="Tables"),
         ablations=report(ABLATION_TABLE, caption="../workflow/report/ablations.rst", category="Tables"),
         verification=report(VERIFICATION_TABLE, caption="../workflow/report/verification.rst", category="Tables"),
+        summary=SUMMARY,
         accuracy=report(ACCURACY_PLOT, caption="../workflow/report/accuracy.rst", category="Figures"),
         curves=report(
             expand(CURVES, model=MODELS, allow_missing=True),
@@ -46,7 +47,7 @@ rule report:
         "--histories {input.histories} --confusions {input.confusions} --verify {input.verify} "
         "--study {params.study:q} --ablations {params.ablations:q} --table-csv {output.csv} --table-md {output.md} "
         "--verdicts-csv {output.verdicts} --ablations-csv {output.ablations} "
-        "--verification-csv {output.verification} "
+        "--verification-csv {output.verification} --summary-json {output.summary} "
         "--figures {params.figures} > {log} 2>&1"
 
 

@@ -21,7 +21,7 @@ from reprozoo import cli
 from reprozoo.config import load_config, resolve_dataset, resolve_model
 
 COPY = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles", "Makefile",
-        "dvc.yaml", ".dvcignore", "tests/tiny.yaml"]
+        "dvc.yaml", "params.yaml", ".dvcignore", "tests/tiny.yaml"]
 TINY = "dvc.yaml"
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_DISABLE": "1",
        "DVC_NO_ANALYTICS": "1"}
@@ -37,8 +37,8 @@ def copy_workflow(work):
     return work
 
 
-def sh(*args, cwd, check=True, timeout=900):
-    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, env=ENV,
+def sh(*args, cwd, check=True, timeout=900, env=None):
+    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, env={**ENV, **(env or {})},
                             timeout=timeout)
     if check:
         assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -49,8 +49,9 @@ def dvc(*args, cwd, check=True):
     return sh(BIN / "dvc", *args, cwd=cwd, check=check)
 
 
-def make(target, cwd):
-    return sh("make", "--no-print-directory", target, "DVC_CONFIG=tests/tiny.yaml", f"VENV={BIN.parent}", cwd=cwd)
+def make(target, cwd, env=None):
+    return sh("make", "--no-print-directory", target, "DVC_CONFIG=tests/tiny.yaml", f"VENV={BIN.parent}", cwd=cwd,
+              env=env)
 
 
 def changed_stages(work) -> set[str]:
@@ -62,11 +63,16 @@ def ran_stages(result) -> set[str]:
     return set(re.findall(r"Running stage '(?:[^':]*:)?([^']+)'", result.stdout + result.stderr))
 
 
-def snakemake_plans(work) -> str:
-    """What `snakemake -n` would run ('' when nothing)."""
+def snakemake_plans(work) -> set[str]:
+    """The rules of the jobs `snakemake -n` would run, but the `all` target (empty when nothing)."""
     result = run_snakemake("-n", "--configfile", "tests/tiny.yaml", cwd=work)
     assert result.returncode == 0, result.stderr + result.stdout
-    return "\n".join(re.findall(r"^(?:local)?rule \w+:$", result.stdout, re.M))
+    return set(re.findall(r"^(?:local)?rule (\w+):$", result.stdout, re.M)) - {"all"}
+
+
+def dvc_plans(work) -> set[str]:
+    """The rules of the stages `dvc status` says changed (stage `tune-digits-mlp`: rule `tune`)."""
+    return {stage.split("-")[0] for stage in changed_stages(work)}
 
 
 def set_config(work, change):
@@ -77,8 +83,8 @@ def set_config(work, change):
 
 
 def restore_baseline(work):
-    """Back to the committed config and dvc.lock, with their outputs from the DVC cache."""
-    sh("git", "checkout", "--", "config.yaml", "dvc.lock", cwd=work)
+    """Back to the committed config, params.yaml and dvc.lock, with their outputs from the DVC cache."""
+    sh("git", "checkout", "--", "config.yaml", "params.yaml", "dvc.lock", cwd=work)
     dvc("checkout", TINY, cwd=work)
 
 
@@ -113,7 +119,8 @@ def test_demo_dvc_yaml_is_generated(tmp_path):
 
 
 def test_dvc_stages_are_the_snakemake_jobs(tmp_path):
-    """DVC's own reading of the generated file (vars resolved) has Snakemake's jobs, files and commands."""
+    """DVC's own reading of the generated file (vars resolved) has Snakemake's jobs, files and commands: the
+    jobs the generator lists through Snakemake's API, which are those the CLI's `snakemake -n --forceall` prints."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
@@ -127,11 +134,17 @@ def test_dvc_stages_are_the_snakemake_jobs(tmp_path):
     assert set(stages) == set(names) and len(names) >= 10  # download ... report
     for name, job in zip(names, jobs):
         stage = stages[name]
-        assert [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)] == job["deps"], name
-        assert sorted(o.def_path for o in stage.outs) == sorted(job["outs"]), name
+        assert [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)] == job["input"], name
+        assert sorted(o.def_path for o in stage.outs) == sorted(job["output"]), name
         command = stage.cmd.split(" && ")[-1]  # after the `mkdir -p` of the log's folder
         assert command.split()[:4] == job["cmd"].split()[:4]
         assert command.split()[-3:] == job["cmd"].split()[-3:] and command.split()[-3::2] == [">", "2>&1"], name
+
+    printed = run_snakemake("-n", "--forceall", "--configfile", "tests/tiny.yaml", cwd=work).stdout
+    job = r"^(?:local)?rule (\w+):\n(?:    (?!wildcards).*\n)*(?:    wildcards: (.*))?"  # a block of the dry run
+    cli_jobs = {"-".join([rule, *(w.split("=", 1)[1] for w in wildcards.split(", ") if w)])
+                for rule, wildcards in re.findall(job, printed, re.M)}
+    assert cli_jobs - {"all"} == set(names)
 
 
 def test_model_name_gives_the_json_the_snakefile_passes():
@@ -151,6 +164,7 @@ def test_model_name_gives_the_json_the_snakefile_passes():
     cli._from_config(args)
     assert args.dataset == as_json(resolve_dataset(cfg, "digits"))
     assert json.loads(args.papers) == {m: cfg["models"][m]["paper"] for m in ("mlp", "cnn")}
+    assert json.loads(args.study) == cfg["study"] and json.loads(args.ablations) == {}  # those among --models
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -163,6 +177,28 @@ def test_model_name_errors_are_one_line(argv, message):
                      "--history", "h", "--run", "r")
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("vgg: {}", "params.yaml: 'vgg' is no model of the config"),
+    ("mlp: {paper: {accuracy: 60}}", "params.yaml: 'mlp.paper.accuracy': reported numbers and verify expectations"),
+    ("mlp: {verify: {why: x}}", "params.yaml: 'mlp.verify': reported numbers and verify expectations"),
+    ("mlp: {batch_size: 0}", "config key 'models.mlp.batch_size'"),
+], ids=["unknown-model", "reported-number", "verify", "invalid-value"])
+def test_params_yaml_holds_what_a_model_trains_with(tmp_path, layer, message):
+    (tmp_path / "params.yaml").write_text(layer + "\n")
+    result = run_cli("train", "--config", ROOT / "config.yaml", "--experiments", tmp_path / "params.yaml",
+                     "--model-name", "mlp", "--data", "d", "--split", "s", "--best", "b", "--weights", "w",
+                     "--history", "h", "--run", "r")
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_params_yaml_is_applied_after_the_config_files(tmp_path):
+    (tmp_path / "params.yaml").write_text("mlp: {hparams: paper, paper: {lr: 0.002}}\n")
+    cfg = load_config(ROOT / "config.yaml", experiments=tmp_path / "params.yaml")
+    model = resolve_model(cfg, "mlp")
+    assert model["hparams"] == "paper" and model["paper"] == {"lr": 0.002, "epochs": 13}  # epochs: config.yaml's
 
 
 def test_model_and_model_name_exclude_each_other():
@@ -215,6 +251,11 @@ def test_metrics_show_lists_every_models_accuracy_and_loss(dvc_repo):
         assert 0 <= values["accuracy"] <= 100 and values["loss"] > 0
     table = dvc("metrics", "show", cwd=work).stdout
     assert "accuracy" in table and "loss" in table and "eval/mlp/" in table and "eval/cnn/" in table
+    for model in ("mlp", "cnn"):  # tune's best.json and the report's summary are metrics too
+        best = _find(json.loads(shown), f"results/digits/tune/{model}/best.json")
+        assert best["lr"] > 0 and best["epochs"] >= 1
+        summary = _find(json.loads(shown), "results/digits/report/summary.json")[model]
+        assert summary["accuracy"] == json.loads(output(work, f"eval/{model}", "metrics.json").read_text())["accuracy"]
 
 
 def _find(tree, path):
@@ -245,6 +286,59 @@ def test_changing_one_model_reruns_only_that_model_and_old_results_check_out(dvc
     assert metrics.read_bytes() == before
 
 
+# Edits of config.yaml, and the rules whose jobs each engine then reruns (issue 11, point 5): reported
+# numbers and prose feed the report alone, whatever the engine. A key new to a model's section is tracked
+# by DVC once dvc.yaml is regenerated (README "DVC"): the last field says to.
+EDITS = {
+    "paper-accuracy": (lambda cfg: cfg["models"]["mlp"]["paper"].update(accuracy=60.0), {"report"}, False),
+    "paper-lr-tuned": (lambda cfg: cfg["models"]["mlp"]["paper"].update(lr=0.001), {"report"}, False),  # unused
+    "study": (lambda cfg: cfg["study"].update(title="Another title"), {"report"}, False),
+    "verify": (lambda cfg: cfg["models"]["mlp"].update(verify={"why": "an expectation"}), {"verify", "report"},
+               True),
+    "args": (lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[64]),
+             {"verify", "tune", "train", "evaluate", "report"}, False),
+}
+
+
+@pytest.mark.slow
+def test_reported_numbers_and_prose_rerun_only_the_report_in_both_engines(dvc_repo):
+    """The same edit, the same question to each engine: which jobs would you rerun? (`snakemake -n`,
+    `dvc status`, both as rule names). An architecture edit, for contrast, reruns the model's jobs in both."""
+    work, _, _ = dvc_repo
+    make("dvc-touch", cwd=work)  # Snakemake records the jobs DVC ran
+    assert snakemake_plans(work) == dvc_plans(work) == set()
+    try:
+        for what, (change, rules, regenerate) in EDITS.items():
+            set_config(work, change)
+            if regenerate:
+                assert run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", cwd=work).returncode == 0
+            assert (what, snakemake_plans(work)) == (what, rules)
+            assert (what, dvc_plans(work)) == (what, rules)
+            sh("git", "checkout", "--", "config.yaml", TINY, cwd=work)
+    finally:
+        sh("git", "checkout", "--", "config.yaml", TINY, cwd=work)
+    assert snakemake_plans(work) == dvc_plans(work) == set()
+
+
+@pytest.mark.slow
+def test_plots_show_renders_each_models_curves_confusion_and_trials(dvc_repo, tmp_path):
+    work, _, _ = dvc_repo
+    plots = json.loads(dvc("plots", "show", "--json", cwd=work).stdout)["data"]
+    ids = {f"digits/{model}/{plot}" for model in ("mlp", "cnn") for plot in ("loss", "accuracy", "confusion", "trials")}
+    assert set(plots) == ids
+    for model in ("mlp", "cnn"):
+        loss = plots[f"digits/{model}/loss"][0]["content"]["data"]["values"]
+        epochs = len(output(work, f"train/{model}", "history.csv").read_text().splitlines()) - 1
+        assert {row["field"] for row in loss} == {"train_loss", "test_loss"} and len(loss) == 2 * epochs
+        confusion = plots[f"digits/{model}/confusion"][0]["content"]["data"]["values"]
+        assert len(confusion) == 360 and {"actual", "predicted"} <= set(confusion[0])  # one row per test image
+        trials = plots[f"digits/{model}/trials"][0]["content"]["data"]["values"]
+        assert len(trials) == 1 and float(trials[0]["lr"]) > 0  # tests/tiny.yaml: max_evals 1
+    dvc("plots", "show", "-o", tmp_path / "plots", cwd=work)
+    html = (tmp_path / "plots/index.html").read_text()
+    assert all(plot in html for plot in ids)
+
+
 @pytest.mark.slow
 def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
     work, _, _ = dvc_repo
@@ -254,13 +348,25 @@ def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
         assert re.search(r"config\.yaml\s+models\.mlp\.paper\.lr\s+5\.6e-05\s+0\.002", diff), diff
         sh("git", "checkout", "--", "config.yaml", cwd=work)
 
-        run = dvc("exp", "run", TINY, "-n", "mlp-paper-lr", "-S", "config.yaml:++models.mlp.hparams=paper",
-                  "-S", "config.yaml:models.mlp.paper.lr=0.002", "-S", "config.yaml:models.mlp.paper.epochs=2",
-                  cwd=work)
+        config, layer = (work / "config.yaml").read_bytes(), (work / "params.yaml").read_text()
+        run = dvc("exp", "run", TINY, "-n", "mlp-paper-lr", "-S", "params.yaml:++mlp.hparams=paper",
+                  "-S", "params.yaml:++mlp.paper.lr=0.002", "-S", "params.yaml:++mlp.paper.epochs=2", cwd=work)
         assert ran_stages(run) == model_stages(work, "mlp")
         assert json.loads(output(work, "train/mlp", "run.json").read_text())["lr"] == 0.002
+        assert (work / "config.yaml").read_bytes() == config  # the hand-written config: not a byte changed
+        edited = (work / "params.yaml").read_text()  # the experiment file: mlp's section, nothing else
+        assert [line for line in edited.splitlines() if not line.startswith(("mlp:", "  "))] == [
+            line for line in layer.splitlines() if not line.startswith("mlp:")]
+        assert "mlp:\n  hparams: paper\n  paper:\n    lr: 0.002\n    epochs: 2\n" in edited
         shown = dvc("exp", "show", "--json", cwd=work).stdout
         assert "mlp-paper-lr" in shown and "0.002" in shown
+
+        table = make("dvc-exp-show", cwd=work, env={"COLUMNS": "1000"}).stdout  # as wide as it wants
+        lines = table.splitlines()[1:]  # after make's echo of the command
+        assert max(map(len, lines)) <= 120, table
+        for column in ("Experiment", "mlp.accuracy", "mlp.loss", "mlp.hparams", "mlp.paper.lr", "mlp.paper.epochs"):
+            assert column in lines[1], column
+        assert "mlp-paper-lr" in table and "…" not in table
     finally:
         restore_baseline(work)
     assert changed_stages(work) == set()
@@ -276,7 +382,7 @@ def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
     make("dvc-pull", cwd=work)  # dvc pull + snakemake --touch once DVC says all is current
     assert (work / "results/digits/report/comparison.csv").is_file()
     assert changed_stages(work) == set()
-    assert snakemake_plans(work) == ""
+    assert snakemake_plans(work) == set()
 
 
 @pytest.mark.slow
@@ -284,7 +390,7 @@ def test_snakemake_run_then_dvc_commit_leaves_both_engines_clean(dvc_repo):
     work, _, _ = dvc_repo
     make("dvc-touch", cwd=work)  # after DVC ran stages (the experiment above): Snakemake records them
     set_config(work, lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[128]))
-    assert "rule train" in snakemake_plans(work)
+    assert "train" in snakemake_plans(work)
     result = run_snakemake("--cores", "2", "--configfile", "tests/tiny.yaml", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     assert changed_stages(work) == model_stages(work, "mlp")
@@ -292,4 +398,4 @@ def test_snakemake_run_then_dvc_commit_leaves_both_engines_clean(dvc_repo):
     assert benchmark.is_file()
     make("dvc-commit", cwd=work)  # dvc commit + snakemake --touch (outputs and benchmarks)
     assert changed_stages(work) == set()
-    assert snakemake_plans(work) == ""
+    assert snakemake_plans(work) == set()
