@@ -20,7 +20,7 @@ from reprozoo.models import create_model, model_entry  # noqa: E402
 from reprozoo.report import save_figure  # noqa: E402
 
 
-def attention_figure(cfg: dict, data_path, weights_path, out_path, index: int = 0) -> list[torch.Tensor]:
+def attention_figure(cfg: dict, data_path, weights_path, attention_plot_path, index: int = 0) -> list[torch.Tensor]:
     arrays = load_arrays(data_path)
     classes = [str(c) for c in arrays["classes"]]
     cpu = torch.device("cpu")
@@ -48,5 +48,5 @@ def attention_figure(cfg: dict, data_path, weights_path, out_path, index: int = 
     bar = fig.colorbar(overlay, cax=fig.add_axes((0.94, 0.12, 0.012, 0.7)), format="%.3f")  # one scale for all
     bar.set_label("attention weight", fontsize=8)
     bar.ax.tick_params(labelsize=7)
-    save_figure(fig, out_path)
+    save_figure(fig, attention_plot_path)
     return maps

@@ -49,16 +49,27 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path, *overrides: str | Path, experiments: str | Path | None = None) -> dict:
-    """Read config.yaml, apply override files in order, then the experiment file if given, validate,
-    expand ablations."""
+def load_config(path: str | Path, *overrides: str | Path, experiments: str | Path | None = None,
+                values: dict | None = None) -> dict:
+    """Read config.yaml, apply override files in order, then `values` (what `snakemake --config`
+    sets), then the experiment file if given, validate, expand ablations: as the Snakefile does."""
     cfg = _read_yaml(path)
     for override in overrides:
         cfg = deep_merge(cfg, _read_yaml(override))
+    if values:
+        cfg = deep_merge(cfg, values)
     if experiments is not None:
         cfg = with_experiments(cfg, experiments)
     validate_config(cfg)
     return expand_ablations(cfg)
+
+
+def check_config(path: str | Path, *overrides: str | Path, model: str | None = None) -> str:
+    """`check-config`: the resolved plan of a valid config, or models.<model> as its stages get it."""
+    cfg = load_config(path, *overrides)
+    if model:
+        return json.dumps(resolve_model(cfg, model), indent=2, sort_keys=True)
+    return f"config OK: datasets {cfg['run']['datasets']} x models {run_models(cfg)}"
 
 
 def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool = False) -> dict:
@@ -299,6 +310,48 @@ def resolve_dataset(cfg: dict, name: str) -> dict:
 def dataset_section(name: str, section: dict) -> dict:
     """A dataset's section as a stage receives it: its name, the stored image size, whether it is the paper's."""
     return {"name": name, "image_size": IMAGE_SIZE, "paper_dataset": section["kind"] == "cifar10", **section}
+
+
+def section_from_json(kind: str, text: str) -> dict:
+    """A stage's section given as JSON on the command line (`--model JSON`, tests and one-off runs)
+    instead of by name: checked as the config's, completed as the resolver completes it."""
+    what = f"--{kind}"
+    if kind == "model":
+        return parse_json_arg(text, what, "resolved_model")
+    value = parse_json_arg(text, what)
+    name, normalize = value.pop("name", None), value.pop("normalize", None) if kind == "backbone" else None
+    if not name:
+        raise ConfigError(f"{what}: missing key 'name'")
+    validate_against(value, kind, prefix=what)
+    if kind == "dataset":
+        return dataset_section(name, value)
+    if not normalize:
+        raise ConfigError(f"{what}: needs 'normalize' besides the backbone section")
+    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **value, "normalize": normalize}
+
+
+# A stage's section, resolved by name (reprozoo/stages.py `section`): the same function for the
+# Snakefile (a job's rerun params) and the CLI (what the stage runs with).
+SECTIONS = {"dataset": resolve_dataset, "model": resolve_model, "backbone": resolve_backbone}
+
+
+def _report_models(cfg: dict, models: list[str]) -> list[str]:
+    unknown = [m for m in models if m not in cfg["models"]]
+    if unknown:
+        raise ConfigError(f"--models: unknown model '{unknown[0]}' (defined: {', '.join(sorted(cfg['models']))})")
+    return list(dict.fromkeys(models))
+
+
+# What else a stage takes from the config (reprozoo/stages.py `from_config`), as
+# value(cfg, name of its section, the report's models).
+CONFIG_VALUES = {
+    "expect": lambda cfg, name, models: cfg["models"][name].get("verify", {}),
+    "extra_tests": lambda cfg, name, models: {n: s["root"] for n, s in sorted(cfg.get("extra_test", {}).items())},
+    "papers": lambda cfg, name, models: {m: cfg["models"][m].get("paper", {}) for m in _report_models(cfg, models)},
+    "study": lambda cfg, name, models: cfg.get("study", {}),
+    "ablations": lambda cfg, name, models: {m: cfg["ablations"][m] for m in _report_models(cfg, models)
+                                            if m in cfg.get("ablations", {})},
+}
 
 
 def image_folders(cfg: dict, stage: str, wildcards: dict) -> list[str]:

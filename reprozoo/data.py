@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tarfile
 import warnings
@@ -26,7 +27,9 @@ import numpy as np
 
 from reprozoo.config import IMAGE_SIZE
 from reprozoo.errors import UserError
-from reprozoo.io import atomic_path, write_json
+from reprozoo.io import atomic_path, read_json, write_json
+
+log = logging.getLogger("reprozoo.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -60,6 +63,7 @@ def download(dataset: dict, manifest_path: str | Path) -> dict:
         raise DataError(f"dataset '{dataset['name']}': unknown kind '{kind}'")
     manifest = {"dataset": dataset["name"], "kind": kind, **manifest}
     write_json(manifest_path, manifest)
+    log.info("%s (%s) ready: manifest %s", dataset["name"], kind, manifest_path)
     return manifest
 
 
@@ -183,8 +187,11 @@ def _scan_imagefolder(root: Path, split: str, expected: list[str] | None = None)
 
 # ---------------------------------------------------------------- prepare
 
-def prepare(dataset: dict, out_path: str | Path) -> dict:
-    """Raw data -> data.npz (x_* uint8 NHWC, y_* int64, classes)."""
+def prepare(dataset: dict, data_path: str | Path, manifest_path: str | Path | None = None) -> dict:
+    """Raw data -> data.npz (x_* uint8 NHWC, y_* int64, classes); the download stage's manifest, if
+    given, must be readable (the pipeline's order: download before prepare)."""
+    if manifest_path is not None:
+        read_json(manifest_path)
     kind, size = dataset["kind"], dataset.get("image_size", IMAGE_SIZE)
     if kind == "cifar10":
         arrays = _prepare_cifar10(Path(dataset["root"]))
@@ -192,8 +199,10 @@ def prepare(dataset: dict, out_path: str | Path) -> dict:
         arrays = _prepare_digits(size)
     else:
         arrays = _prepare_imagefolder(Path(dataset["root"]), size)
-    save_arrays(out_path, arrays)
-    return {k: list(v.shape) for k, v in arrays.items()}
+    save_arrays(data_path, arrays)
+    shapes = {k: list(v.shape) for k, v in arrays.items()}
+    log.info("prepared %s: %s", data_path, shapes)
+    return shapes
 
 
 def _prepare_cifar10(root: Path) -> dict:
@@ -331,12 +340,14 @@ def split_checksum(split: dict) -> str:
     return hashlib.sha256(json.dumps(lists, sort_keys=True).encode()).hexdigest()
 
 
-def write_split(data_path: str | Path, out_path: str | Path, seed: int, tune_fraction: float,
+def write_split(data_path: str | Path, split_path: str | Path, seed: int, tune_fraction: float,
                 val_fraction: float) -> dict:
     arrays = load_arrays(data_path)
     split = make_split(len(arrays["y_train"]), len(arrays["y_test"]), seed, tune_fraction, val_fraction)
-    with atomic_path(out_path) as tmp:  # compact and byte-identical for the same inputs
+    with atomic_path(split_path) as tmp:  # compact and byte-identical for the same inputs
         tmp.write_text(json.dumps(split, sort_keys=True, separators=(",", ":")) + "\n")
+    log.info("split seed %d: %d tune-train / %d tune-val / %d train / %d test", seed, len(split["tune_train"]),
+             len(split["tune_val"]), len(split["train"]), len(split["test"]))
     return split
 
 

@@ -6,15 +6,11 @@ the job's input files as `deps` (plus the image folders the job reads, from
 reprozoo.config.image_folders, which the Snakefile gives Snakemake as the job's
 `params.trees`: Snakemake sees their content through that digest, DVC through
 hashing the folders), its output files as `outs` (`metrics.json`, tune's
-`best.json` and the report's `summary.json` as `metrics`) and its shell command,
-rewritten in four ways only:
+`best.json` and the report's `summary.json` as `metrics`) and its shell command.
+The command is the one Snakemake runs (rules/common.smk derives it from the stage's
+declaration in reprozoo/stages.py: config files and section names, no config
+content), rewritten in three ways only:
 
-- `--model JSON` / `--dataset JSON` become `--config config.yaml [--config
-  override.yaml] --experiments params.yaml --model-name NAME` (resp.
-  `--dataset-name`); verify's `--expect` and the report's `--papers`, `--study`
-  and `--ablations` JSON are dropped (the CLI takes them from the same files). Before rewriting, the
-  JSON Snakemake would pass is checked to be exactly what the CLI resolves from
-  those files, so both engines hand every stage the same section.
 - the split's fractions come from config.yaml through `vars`, unless an override
   file sets them.
 - `--threads N` becomes `--threads 0` (torch's default: DVC runs one stage at a
@@ -36,9 +32,10 @@ function and per-model dependency of rules/, in another language, held in line
 only by a test). No public interface lists a job's params; the one the stages
 need beyond the command, the image folders, both engines take from one function.
 
-Params: DVC reruns what Snakemake reruns. Snakemake reruns a job when the JSON
-it passes changes, DVC a stage when a config key it declares as `params` does,
-so a stage declares the keys its JSON is made of. For a model's stages (verify,
+Params: DVC reruns what Snakemake reruns. Snakemake reruns a job when its params
+change, the config section and values the stage resolves (rules/common.smk,
+stage_params), DVC a stage when a config key it declares as `params` does, so a
+stage declares the keys its section and values are made of. For a model's stages (verify,
 tune, train, evaluate, attention, samples) that is what resolve_model reads:
 each key of `models.NAME` but `paper` and `verify` (for an ablation, its base's,
 and `ablations.NAME.base` and `.set`), the reported `paper.lr` and
@@ -80,8 +77,8 @@ from pathlib import Path
 
 import yaml
 
-from reprozoo.config import (EXPERIMENTS, ConfigError, _read_yaml, image_folders, load_config, resolve_dataset,
-                             resolve_model)
+from reprozoo.config import EXPERIMENTS, ConfigError, _read_yaml, image_folders, load_config, resolve_model
+from reprozoo.stages import STAGES
 
 BASE_CONFIG = "config.yaml"
 CONFIG_LINE = "# Config: "
@@ -91,8 +88,6 @@ HEADER = """\
 """ + CONFIG_LINE + "{configs}\n"
 # Values the CLI gets on the command line that come straight from config.yaml.
 SPLIT_VARS = {"--tune-fraction": "protocol.split.tune_fraction", "--val-fraction": "protocol.split.val_fraction"}
-# Options whose JSON the CLI takes from the config files itself (verify's, the report's).
-FROM_CONFIG = {"--expect", "--papers", "--study", "--ablations"}
 # A model's keys that reach the report or verify alone, not the section resolve_model hands the stages.
 NOT_TRAINING = ("paper", "verify")
 METRICS = {"metrics.json", "best.json", "summary.json"}
@@ -285,49 +280,35 @@ class _Pipeline:
             keys.append(f"backbones.{resolved['backbone']['name']}")
         return keys + ["seed"]
 
-    def from_config(self, option: str, tokens: list[str], wildcards: dict) -> tuple[dict, list[str]]:
-        """What the CLI takes from the config files instead of `option` (as the Snakefile passes it) and the keys
-        that is made of."""
-        if option == "--expect":  # verify's expectations (an ablation has none)
-            name = wildcards["model"]
-            return self.cfg["models"][name].get("verify", {}), [f"models.{name}.verify"]
-        models = tokens[tokens.index("--models") + 1:]
-        models = models[:next((k for k, t in enumerate(models) if t.startswith("--")), len(models))]
-        ablations = self.cfg.get("ablations", {})
-        resolved = {"--papers": {m: self.cfg["models"][m].get("paper", {}) for m in models},
-                    "--study": self.cfg.get("study", {}),
-                    "--ablations": {m: ablations[m] for m in models if m in ablations}}[option]
-        # Whole sections, not just `paper`: a model's change reaches the report anyway
-        # (through its metrics), and this way `dvc status` lists the report at once.
-        return resolved, [k for m in models for k in self.section_keys(m)] + ["study"]
+    def stage_keys(self, stage: str, name: str | None, models: list[str]) -> list[str]:
+        """The config keys of what a job of `stage` reads from the config: its section `name` and its
+        `from_config` values (reprozoo/stages.py)."""
+        declared = STAGES[stage]
+        keys = {"model": lambda: self.model_keys(name), "dataset": lambda: [f"datasets.{name}"],
+                "backbone": lambda: [f"backbones.{name}", "protocol.normalize"],
+                None: lambda: []}[declared.section]()
+        for value in declared.from_config:
+            if value == "expect":  # verify's expectations (an ablation has none)
+                keys.append(f"models.{name}.verify")
+            elif value == "extra_tests":
+                keys += ["extra_test"] * ("extra_test" in self.cfg)
+            else:  # the report's papers, study and ablations: whole sections, not just `paper`: a model's
+                # change reaches the report anyway (through its metrics), and this way `dvc status` lists it at once
+                keys += [k for m in dict.fromkeys(models) for k in self.section_keys(m)] + ["study"]
+        return list(dict.fromkeys(keys))
 
     def stage(self, job: dict) -> tuple[str, dict]:
         tokens = shlex.split(job["cmd"])
-        if tokens[:3] != ["python", "-m", "reprozoo"]:
-            raise ConfigError(f"rule {job['rule']}: command does not start with 'python -m reprozoo'")
-        wildcards = job["wildcards"]
-        cmd, keys, use_config = tokens[:4], [], False
-        i = 4
+        if tokens[:3] != ["python", "-m", "reprozoo"] or tokens[3] not in STAGES:
+            raise ConfigError(f"rule {job['rule']}: command does not start with 'python -m reprozoo <stage>'")
+        wildcards, declared = job["wildcards"], STAGES[tokens[3]]
+        models = tokens[tokens.index("--models") + 1:] if "--models" in tokens else []
+        models = models[:next((k for k, t in enumerate(models) if t.startswith("--") or t == ">"), len(models))]
+        keys = self.stage_keys(tokens[3], wildcards.get(declared.section), models)
+        cmd, i = tokens[:4], 4
         while i < len(tokens):
             option, value = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
-            if option == "--model":
-                name = wildcards["model"]
-                self._same(job, option, value, resolve_model(self.cfg, name))
-                cmd += ["--model-name", name]
-                keys += self.model_keys(name)
-                use_config = True
-            elif option == "--dataset":
-                name = wildcards["dataset"]
-                self._same(job, option, value, resolve_dataset(self.cfg, name))
-                cmd += ["--dataset-name", name]
-                keys.append(f"datasets.{name}")
-                use_config = True
-            elif option in FROM_CONFIG:
-                resolved, option_keys = self.from_config(option, tokens, wildcards)
-                self._same(job, option, value, resolved)
-                keys += option_keys
-                use_config = True
-            elif option == "--threads":
+            if option == "--threads":
                 cmd += [option, "0"]
             elif option in SPLIT_VARS and SPLIT_VARS[option] in self.vars:
                 key = SPLIT_VARS[option]
@@ -340,8 +321,9 @@ class _Pipeline:
                 i += 1
                 continue
             i += 2
-        if use_config:
-            cmd[4:4] = [a for f in self.configs for a in ("--config", f)] + ["--experiments", EXPERIMENTS]
+        files = [a for f in self.configs for a in ("--config", f)] + ["--experiments", EXPERIMENTS]
+        if (declared.section or declared.from_config) and cmd[4:4 + len(files)] != files:
+            raise ConfigError(f"rule {job['rule']}: its command does not start with {' '.join(files)}")
 
         deps = job["input"] + image_folders(self.cfg, job["rule"], wildcards)
         ours = {"${" + key + "}" for key in SPLIT_VARS.values()}
@@ -367,12 +349,6 @@ class _Pipeline:
         if metrics:
             stage["metrics"] = metrics
         return "-".join([job["rule"], *wildcards.values()]), stage
-
-    @staticmethod
-    def _same(job: dict, option: str, value: str | None, resolved: dict) -> None:
-        if value is None or json.loads(value) != json.loads(json.dumps(resolved)):
-            raise ConfigError(f"rule {job['rule']} {job['wildcards']}: {option} is not what the CLI resolves "
-                              "from the config files; the Snakefile and reprozoo.config disagree")
 
 
 def plots(jobs: list[dict]) -> list[dict]:

@@ -47,7 +47,10 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str = "auto", threads: int = 0) -> torch.device:
+    """The torch device `name` (auto: cuda if available), and `threads` CPU threads for torch (0: its default)."""
+    if threads:
+        torch.set_num_threads(threads)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)

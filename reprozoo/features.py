@@ -51,7 +51,7 @@ def backbone_features(spec: dict, normalize: dict, image_sets: dict[str, Tensors
             for name, images in image_sets.items()}
 
 
-def cache_features(spec: dict, data_path, out_path, device) -> dict:
+def cache_features(spec: dict, data_path, features_path, device) -> dict:
     seed_everything(0)  # the backbone is frozen and deterministic; seeded for the record
     arrays = load_arrays(data_path)
     start = time.perf_counter()
@@ -68,9 +68,9 @@ def cache_features(spec: dict, data_path, out_path, device) -> dict:
             "image_size": spec["image_size"], "dim": int(features["x_train"].shape[1]), "dtype": "float16",
             **stamp(device, 0)}
     meta.pop("git_revision")  # the record holds what defines the features, nothing that changes per run or
-    save_torch(out_path, {**features, "meta": meta})  # commit: the same features are the same bytes
+    save_torch(features_path, {**features, "meta": meta})  # commit: the same features are the same bytes
     log.info("%s features of %d + %d images (%d-dim) in %.1fs -> %s", spec["name"], len(features["y_train"]),
-             len(features["y_test"]), meta["dim"], seconds, out_path)
+             len(features["y_test"]), meta["dim"], seconds, features_path)
     return meta
 
 

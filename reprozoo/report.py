@@ -34,6 +34,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from reprozoo.config import ConfigError  # noqa: E402
 from reprozoo.engine import no_progress  # noqa: E402
 from reprozoo.io import atomic_path, fmt_duration, pdf_twin, read_json, write_csv, write_json, write_text  # noqa: E402
 
@@ -380,25 +381,29 @@ def paper_spec_md(study: dict, papers: dict, models: list[str]) -> list[str]:
 
 
 def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_paths, best_paths, history_paths,
-           table_csv, table_md, figures_dir, *, verify_paths=(), confusion_paths=(), study: dict | None = None,
-           ablations: dict | None = None, verdicts_csv=None, ablations_csv=None,
-           verification_csv=None, summary_json=None) -> pd.DataFrame:
+           table_csv_path, table_md_path, accuracy_plot_path, *, verify_paths=(), confusion_paths=(),
+           study: dict | None = None, ablations: dict | None = None, verdicts_path=None, ablation_table_path=None,
+           verification_table_path=None, summary_path=None) -> pd.DataFrame:
+    if len({len(models), len(metrics_paths), len(run_paths), len(best_paths), len(history_paths)}) != 1:
+        raise ConfigError("--models, --metrics, --run, --best and --history need one entry per run")
+    if confusion_paths and len(confusion_paths) != len(models):
+        raise ConfigError("--confusion needs one entry per run")
     res = Results(models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths)
     ablations = {k: v for k, v in (ablations or {}).items() if k in res.order}
     main = [m for m in res.order if m not in ablations]
-    out = Path(table_csv).parent
+    out = Path(table_csv_path).parent
 
     stuck = {name: res.no_progress(name) for name in main}
     table = build_table(dataset, res, papers, main, stuck)
     verdicts = build_verdicts(dataset, res, papers, main, stuck)
     ablation_table = build_ablations(res, papers, ablations)
     verification = build_verification(verify_paths)
-    write_csv(table_csv, table, index=False)
-    write_csv(verdicts_csv or out / "verdicts.csv", verdicts, index=False)
-    write_csv(ablations_csv or out / "ablations.csv", ablation_table, index=False)
-    write_csv(verification_csv or out / "verification.csv", verification, index=False)
-    if summary_json is not None:
-        write_json(summary_json, {name: {key: res.mean_std(name, key)[0] for key in ("accuracy", "loss")}
+    write_csv(table_csv_path, table, index=False)
+    write_csv(verdicts_path or out / "verdicts.csv", verdicts, index=False)
+    write_csv(ablation_table_path or out / "ablations.csv", ablation_table, index=False)
+    write_csv(verification_table_path or out / "verification.csv", verification, index=False)
+    if summary_path is not None:
+        write_json(summary_path, {name: {key: res.mean_std(name, key)[0] for key in ("accuracy", "loss")}
                                   for name in res.order})
 
     lines = [f"# reprozoo: reproduction report on `{dataset['name']}`", "",
@@ -419,15 +424,15 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     lines += ["## Ablations", "", _md_table(ablation_table), ""]
     lines += ["## Module verification", "", _md_table(verification), ""]
     lines += paper_spec_md(study or {}, papers, main + list(ablations))
-    write_text(table_md, "\n".join(lines))
+    write_text(table_md_path, "\n".join(lines))
 
-    figures_dir = Path(figures_dir)
+    figures_dir = Path(accuracy_plot_path).parent  # every figure beside the accuracy chart
     for name in res.order:
         plot_curves(name, pd.concat(res.histories[name]), papers.get(name, {}).get("accuracy"),
                     figures_dir / f"curves_{name}.png")
         if res.confusions[name]:
             plot_confusion(name, sum(res.confusions[name][1:], res.confusions[name][0]),
                            figures_dir / f"confusion_{name}.png")
-    plot_accuracy(table, dataset["name"], figures_dir / "accuracy.png", ablation_chart_rows(dataset, ablation_table))
-    log.info("report for %s: %d models, %d ablations -> %s", dataset["name"], len(main), len(ablations), table_md)
+    plot_accuracy(table, dataset["name"], accuracy_plot_path, ablation_chart_rows(dataset, ablation_table))
+    log.info("report for %s: %d models, %d ablations -> %s", dataset["name"], len(main), len(ablations), table_md_path)
     return table

@@ -55,7 +55,7 @@ def class_grid(model, num_classes: int, seed: int = 0) -> torch.Tensor:
     return model.sample(y, torch.Generator().manual_seed(seed))
 
 
-def samples_figure(cfg: dict, data_path, weights_path, history_path, out_path) -> dict:
+def samples_figure(cfg: dict, data_path, weights_path, history_path, samples_plot_path) -> dict:
     """The figure a generative model declares on its registry entry (`samples=`), drawn here:
     each panel is an image grid (`images`, `nrow`) or curves from the training history
     (`curves`: {label: history column})."""
@@ -92,5 +92,5 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, out_path) -
         ax.legend()
     fig.suptitle(f"{cfg['name']}: {title}", fontsize=11)
     fig.tight_layout()
-    save_figure(fig, out_path)
+    save_figure(fig, samples_plot_path)
     return {"model": cfg["name"], "objective": model_entry(cfg["arch"]).objective, "images": int(inputs.grid.shape[0])}

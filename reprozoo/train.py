@@ -27,7 +27,10 @@ class TrainError(UserError, RuntimeError):
 
 
 def train(cfg: dict, data_path, split_path, best_path, weights_path, history_path, run_path, device,
-          features_path=None) -> dict:
+          features_path=None, seed: int | None = None) -> dict:
+    """Train at best.json's lr for its epochs; `seed` (default: the config's) is this run's (repeats)."""
+    if seed is not None:
+        cfg = {**cfg, "seed": seed}
     best = read_json(best_path)
     lr, epochs = float(best["lr"]), int(best["epochs"])
     arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)

@@ -151,7 +151,7 @@ def backbone_checks(backbone_cfg: dict, seed: int) -> list[dict]:
 
 # ------------------------------------------------------------------ the stage
 
-def verify(cfg: dict, out_path, expect: dict | None = None, num_classes: int = 10) -> dict:
+def verify(cfg: dict, verify_path, expect: dict | None = None, num_classes: int = 10) -> dict:
     """Run every check for one model; write the record; raise VerifyError on the first failure.
 
     `expect` is the model's `verify:` config: parameters whose all-zero gradient is a
@@ -194,8 +194,8 @@ def verify(cfg: dict, out_path, expect: dict | None = None, num_classes: int = 1
                    for c in reference if not c["passed"]])
     record["passed"] = not failures
     record["failures"] = failures
-    write_json(out_path, record)
+    write_json(verify_path, record)
     if failures:
-        more = f" (+{len(failures) - 1} more, see {out_path})" if len(failures) > 1 else ""
+        more = f" (+{len(failures) - 1} more, see {verify_path})" if len(failures) > 1 else ""
         raise VerifyError(f"model '{cfg['name']}': {failures[0]}{more}")
     return record

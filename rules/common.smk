@@ -1,29 +1,32 @@
-# Config validation, every artifact path, and every input function.
-# Paths live here and nowhere else.
+# Config validation, and what the rules take from the stages' declarations
+# (reprozoo/stages.py: every artifact path, each stage's files, section and options).
 import json
 import os
+import shlex
 import subprocess
 import sys
 from functools import lru_cache
+from pathlib import Path
 
 # The repository root, from this file's place in it: `workflow.basedir` is the folder of the
 # Snakefile given to Snakemake (the top-level one, or workflow/Snakefile with -s).
 REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
 from reprozoo.config import (
+    CONFIG_VALUES,
+    EXPERIMENTS,
+    SECTIONS,
     ConfigError,
     architectures_declaring,
     expand_ablations,
     image_folders,
     model_sources,
-    resolve_backbone,
-    resolve_dataset,
-    resolve_model,
     run_models,
     validate_config,
     with_experiments,
 )
 from reprozoo.io import pdf_twin
+from reprozoo.stages import PATHS, STAGES, flag, wildcards_of
 
 try:
     config.update(with_experiments(config, missing_ok=True))  # params.yaml: DVC experiments' layer, if any
@@ -61,32 +64,9 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------ artifacts
-MANIFEST = "resources/{dataset}/manifest.json"
-DATA = "results/{dataset}/data.npz"
-SPLIT = "results/{dataset}/split-seed{seed}.json"
-FEATURES = "results/{dataset}/features/{backbone}.pt"
-TRIALS = "results/{dataset}/tune/{model}/trials.csv"
-BEST = "results/{dataset}/tune/{model}/best.json"
-WEIGHTS = "results/{dataset}/train/{model}/seed{seed}/weights.pt"
-HISTORY = "results/{dataset}/train/{model}/seed{seed}/history.csv"
-RUN = "results/{dataset}/train/{model}/seed{seed}/run.json"
-VERIFY = "results/verify/{model}.json"
-METRICS = "results/{dataset}/eval/{model}/seed{seed}/metrics.json"
-CONFUSION = "results/{dataset}/eval/{model}/seed{seed}/confusion.csv"
-PREDICTIONS = "results/{dataset}/eval/{model}/seed{seed}/predictions.csv"
-TABLE_CSV = "results/{dataset}/report/comparison.csv"
-TABLE_MD = "results/{dataset}/report/comparison.md"
-VERDICTS = "results/{dataset}/report/verdicts.csv"
-ABLATION_TABLE = "results/{dataset}/report/ablations.csv"
-VERIFICATION_TABLE = "results/{dataset}/report/verification.csv"
-SUMMARY = "results/{dataset}/report/summary.json"
-FIGURES = "results/{dataset}/report/figures"
-CURVES = "results/{dataset}/report/figures/curves_{model}.png"
-CONFUSION_PLOT = "results/{dataset}/report/figures/confusion_{model}.png"
-ACCURACY_PLOT = "results/{dataset}/report/figures/accuracy.png"
-ATTENTION_PLOT = "results/{dataset}/report/figures/attention_{model}.png"
-SAMPLES_PLOT = "results/{dataset}/report/figures/samples_{model}.png"
-# Every figure also has a PDF twin for papers, `pdf_twin(<figure>)`: the same name, .pdf.
+# Every artifact path is in reprozoo/stages.py (PATHS), with each stage's declaration: the
+# rules below take their input, output, params and command from it (stage_inputs, ...).
+# Logs and benchmarks are the rules' own:
 LOG = "logs/{dataset}/{stage}.log"
 MODEL_LOG = "logs/{dataset}/{stage}/{model}.log"
 SEED_LOG = "logs/{dataset}/{stage}/{model}/seed{seed}.log"
@@ -102,48 +82,97 @@ TRAIN_BENCHMARK = "logs/{dataset}/benchmarks/train/{model}/seed{seed}.tsv"
 EVALUATE_BENCHMARK = "logs/{dataset}/benchmarks/evaluate/{model}/seed{seed}.tsv"
 
 
-# ------------------------------------------------------------------ config sections
+# ------------------------------------------------------------------ stages, from their declarations
 def as_json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def dataset_json(wildcards):
-    return as_json(resolve_dataset(config, wildcards.dataset))
+def _config_args():
+    """The config as the stages read it: config.yaml, the --configfile overrides, what
+    `snakemake --config` set, params.yaml (as above). Commands name the files; the content
+    reaches a job's params (stage_params), so a change that matters to a job reruns it."""
+    given = [Path(f).absolute() for f in workflow.config_settings.configfiles]
+    own = [f for f in workflow.configfiles if Path(f).absolute() not in given]  # configfile: config.yaml
+    args = [a for f in own + [os.path.relpath(f) for f in given] for a in ("--config", str(f))]
+    if workflow.config_settings.config:
+        args += ["--set", as_json(dict(workflow.config_settings.config))]
+    if os.path.isfile(EXPERIMENTS):
+        args += ["--experiments", EXPERIMENTS]
+    return " ".join(shlex.quote(a).replace("{", "{{").replace("}", "}}") for a in args)
 
 
-def model_json(wildcards):
-    """Only the model's own resolved section: a change elsewhere never reruns its jobs."""
-    return as_json(resolve_model(config, wildcards.model))
+CONFIG_ARGS = _config_args()
 
 
-def backbone_json(wildcards):
-    """Only what features depend on (backbone, weights, input size, normalisation)."""
-    return as_json(resolve_backbone(config, wildcards.backbone))
+def stage_shell(stage):
+    """`python -m reprozoo <stage>` with the config files, the section's name, a `--<name>` per
+    declared file, the options a rule passes and the job's threads; its log gets everything."""
+    s = STAGES[stage]
+    words = ["python -m reprozoo", stage] + [CONFIG_ARGS] * bool(s.section or s.from_config)
+    words += [f"--{s.section}-name {{wildcards.{s.section}}}"] * bool(s.section)
+    words += [f"{{params.{f}_arg}}" if f in s.optional else f"{flag(f)} {{input.{f}}}" for f in s.inputs]
+    words += [f"{flag(f)} {{input.{f}}}" for f in s.each_run + s.each_model]
+    words += [f"{flag(f)} {{output.{f}}}" for f in s.outputs]
+    words += [f"{flag(o)} {opt.rule}" for o, opt in s.options.items() if opt.rule]
+    words += ["--threads {threads}"] * s.compute
+    return " ".join(words) + " > {log} 2>&1"
 
 
-def verify_json(wildcards):
-    return as_json(config["models"][wildcards.model].get("verify", {}))
+def stage_params(stage):
+    """The job's config section and config values as the stage resolves them: a change to
+    them reruns the job (the `params` rerun trigger), a change elsewhere in the config does not.
+    And each optional input's option, present when the job has that input."""
+    s = STAGES[stage]
+    params = {}
+    if s.section:
+        params[s.section] = lambda wildcards: as_json(SECTIONS[s.section](config, getattr(wildcards, s.section)))
+    for f in set(s.optional) & set(s.inputs):  # `--features PATH`, or nothing for a model without
+        params[f"{f}_arg"] = lambda wildcards, input, f=f: f"{flag(f)} {input[f]}" if input[f] else ""
+    for value in s.from_config:
+        params[value] = lambda wildcards, value=value: as_json(
+            CONFIG_VALUES[value](config, getattr(wildcards, s.section or "", None), MODELS)
+        )
+    return params
 
 
-def papers_json(wildcards):
-    return as_json({m: config["models"][m].get("paper", {}) for m in MODELS})
+def stage_inputs(stage):
+    """A rule's named inputs: each declared file's PATHS pattern, its wildcards beyond the job's
+    filled in ({seed}: the study seed's run; {backbone}: the model's, none without one); the
+    report's per-run and per-model files for every model (and seed)."""
+    s = STAGES[stage]
+    known = set().union(*(wildcards_of(PATHS[f]) for f in s.outputs))
+    inputs = {f: _input(PATHS[f], wildcards_of(PATHS[f]) - known) for f in s.inputs}
+    inputs.update({f: per_run(PATHS[f]) for f in s.each_run})
+    inputs.update({f: expand(PATHS[f], model=MODELS, allow_missing=True) for f in s.each_model})
+    return inputs
 
 
-def study_json(wildcards):
-    return as_json(config.get("study", {}))
+def _input(pattern, missing):
+    if not missing:
+        return pattern
+
+    def path(wildcards):
+        values = dict(wildcards, seed=config["seed"])
+        if "backbone" in missing:
+            values["backbone"] = config["models"][wildcards.model].get("backbone")
+            if not values["backbone"]:
+                return []
+        return pattern.format(**values)
+
+    return path
 
 
-def ablations_json(wildcards):
-    return as_json({a: config["ablations"][a] for a in MODELS if a in config.get("ablations", {})})
-
-
-def extra_test_args(wildcards):
-    """`--extra-test NAME=ROOT ...` as a list: evaluate quotes each word (`:q`)."""
-    return [
-        arg
-        for name, spec in sorted(config.get("extra_test", {}).items())
-        for arg in ("--extra-test", f"{name}={spec['root']}")
-    ]
+def stage_outputs(stage, **reported):
+    """A rule's named outputs, from the declaration; `reported` names those the HTML report shows,
+    with their caption (workflow/report/<caption>.rst) and category."""
+    return {
+        f: (
+            report(PATHS[f], caption=f"../workflow/report/{reported[f][0]}.rst", category=reported[f][1])
+            if f in reported
+            else PATHS[f]
+        )
+        for f in STAGES[stage].outputs
+    }
 
 
 # ------------------------------------------------------------------ image folders as inputs
@@ -177,20 +206,6 @@ def src(*parts):
     return os.path.relpath(os.path.join(REPO, "reprozoo", *parts))
 
 
-def split_file(wildcards):
-    return SPLIT.format(dataset=wildcards.dataset, seed=config["seed"])
-
-
-def features_file(wildcards):
-    """A probe's cached backbone features; nothing for models that train on images."""
-    backbone = config["models"][wildcards.model].get("backbone")
-    return FEATURES.format(dataset=wildcards.dataset, backbone=backbone) if backbone else []
-
-
-def features_arg(wildcards, input):
-    return f"--features {input.features}" if input.features else ""
-
-
 def model_code(stage):
     """The model's own source file plus the stage's code: editing a model file reruns only that model."""
 
@@ -214,14 +229,6 @@ def report_models(wildcards):
     return " ".join(m for m in MODELS for _ in SEEDS)
 
 
-def study_seed_weights(wildcards):
-    return WEIGHTS.format(dataset=wildcards.dataset, model=wildcards.model, seed=config["seed"])
-
-
-def study_seed_history(wildcards):
-    return HISTORY.format(dataset=wildcards.dataset, model=wildcards.model, seed=config["seed"])
-
-
 # figures a model's registry entry declares (reprozoo/models/): attention maps, sample grids
 ATTENTION_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring("attention")]
 SAMPLES_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring("samples")]
@@ -229,12 +236,13 @@ SAMPLES_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectu
 
 def all_reports():
     figures = (
-        expand(ACCURACY_PLOT, dataset=DATASETS)
-        + expand([CURVES, CONFUSION_PLOT], dataset=DATASETS, model=MODELS)
-        + expand(ATTENTION_PLOT, dataset=DATASETS, model=ATTENTION_MODELS)
-        + expand(SAMPLES_PLOT, dataset=DATASETS, model=SAMPLES_MODELS)
+        expand(PATHS["accuracy_plot"], dataset=DATASETS)
+        + expand([PATHS["curves"], PATHS["confusion_plot"]], dataset=DATASETS, model=MODELS)
+        + expand(PATHS["attention_plot"], dataset=DATASETS, model=ATTENTION_MODELS)
+        + expand(PATHS["samples_plot"], dataset=DATASETS, model=SAMPLES_MODELS)
     )
-    return expand([TABLE_CSV, TABLE_MD], dataset=DATASETS) + figures + [pdf_twin(f) for f in figures]
+    tables = expand([PATHS["table_csv"], PATHS["table_md"]], dataset=DATASETS)
+    return tables + figures + [pdf_twin(f) for f in figures]
 
 
 # ------------------------------------------------------------------ cluster requests no node can meet

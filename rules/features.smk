@@ -6,10 +6,10 @@
 rule cache_features:
     """Run a frozen backbone once over every image; probes train on these features alone."""
     input:
-        data=DATA,
+        **stage_inputs("cache-features"),
         code=[src("features.py"), src("models", "pretrained.py")],
     output:
-        FEATURES,
+        **stage_outputs("cache-features"),
     log:
         "logs/{dataset}/cache_features/{backbone}.log",
     benchmark:
@@ -20,7 +20,6 @@ rule cache_features:
     resources:
         gpu=1,
     params:
-        backbone=backbone_json,
+        **stage_params("cache-features"),
     shell:
-        "python -m reprozoo cache-features --backbone {params.backbone:q} --data {input.data} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        stage_shell("cache-features")

@@ -4,13 +4,10 @@
 rule tune:
     """hyperopt over the lr on the tuning split (20 trials, early stopping), or the paper's lr and epochs."""
     input:
-        data=DATA,
-        split=split_file,
-        features=features_file,
+        **stage_inputs("tune"),
         code=model_code("tune"),
     output:
-        trials=TRIALS,
-        best=BEST,
+        **stage_outputs("tune"),
     log:
         expand(MODEL_LOG, stage="tune", allow_missing=True),
     benchmark:
@@ -21,25 +18,18 @@ rule tune:
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     params:
-        model=model_json,
-        features=features_arg,
+        **stage_params("tune"),
     shell:
-        "python -m reprozoo tune --model {params.model:q} --data {input.data} --split {input.split} "
-        "--trials {output.trials} --best {output.best} {params.features} --threads {threads} > {log} 2>&1"
+        stage_shell("tune")
 
 
 rule train:
     """Final training on the whole training set at the tuned lr for the tuned epochs; test set every epoch."""
     input:
-        data=DATA,
-        split=split_file,
-        best=BEST,
-        features=features_file,
+        **stage_inputs("train"),
         code=model_code("train"),
     output:
-        weights=WEIGHTS,
-        history=HISTORY,
-        run=RUN,
+        **stage_outputs("train"),
     log:
         expand(SEED_LOG, stage="train", allow_missing=True),
     benchmark:
@@ -50,26 +40,18 @@ rule train:
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     params:
-        model=model_json,
-        features=features_arg,
+        **stage_params("train"),
     shell:
-        "python -m reprozoo train --model {params.model:q} --data {input.data} --split {input.split} "
-        "--best {input.best} --seed {wildcards.seed} --weights {output.weights} --history {output.history} "
-        "--run {output.run} "
-        "{params.features} --threads {threads} > {log} 2>&1"
+        stage_shell("train")
 
 
 rule evaluate:
     """Test accuracy, loss, confusion matrix and per-image predictions of the trained weights (plus extra test sets)."""
     input:
-        data=DATA,
-        weights=WEIGHTS,
-        features=features_file,
+        **stage_inputs("evaluate"),
         code=model_code("evaluate"),
     output:
-        metrics=METRICS,
-        confusion=CONFUSION,
-        predictions=PREDICTIONS,
+        **stage_outputs("evaluate"),
     log:
         expand(SEED_LOG, stage="evaluate", allow_missing=True),
     benchmark:
@@ -80,12 +62,7 @@ rule evaluate:
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     params:
-        model=model_json,
-        features=features_arg,
-        extra=extra_test_args,
+        **stage_params("evaluate"),
         trees=image_trees("evaluate"),
     shell:
-        "python -m reprozoo evaluate --model {params.model:q} --data {input.data} --weights {input.weights} "
-        "--metrics {output.metrics} --confusion {output.confusion} --predictions {output.predictions} "
-        "{params.extra:q} {params.features} "
-        "--threads {threads} > {log} 2>&1"
+        stage_shell("evaluate")

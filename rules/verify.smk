@@ -7,13 +7,12 @@ rule verify:
     input:
         code=model_code("verify"),
     output:
-        VERIFY,
+        **stage_outputs("verify"),
     log:
         "logs/verify/{model}.log",
     conda:
         "../envs/reprozoo.yaml"
     params:
-        model=model_json,
-        expect=verify_json,
+        **stage_params("verify"),
     shell:
-        "python -m reprozoo verify --model {params.model:q} --expect {params.expect:q} --out {output} > {log} 2>&1"
+        stage_shell("verify")

@@ -38,7 +38,7 @@ def test_imagefolder_missing_split_names_the_folder(tmp_path):
 
     shutil.rmtree(root / "test")
     result = run_cli("download", "--dataset", json.dumps({"name": "t", "kind": "imagefolder", "root": str(root)}),
-                     "--out", tmp_path / "m.json")
+                     "--manifest", tmp_path / "m.json")
     assert result.returncode == 2
     assert result.stderr.strip() .splitlines()[-1] == (
         f"reprozoo download: error: imagefolder {root}: missing folder 'test/' "
@@ -104,7 +104,7 @@ def test_split_follows_the_protocol():
 def test_split_file_is_byte_identical_for_the_same_seed(digits_npz, tmp_path):
     write_split(digits_npz, tmp_path / "a.json", 3407, 0.2, 0.2)
     result = run_cli("split", "--data", digits_npz, "--seed", 3407, "--tune-fraction", 0.2, "--val-fraction", 0.2,
-                     "--out", tmp_path / "b.json")
+                     "--split", tmp_path / "b.json")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
 
@@ -120,6 +120,6 @@ def test_split_checksum_catches_edits(digits_split, tmp_path):
 
 def test_prepare_without_download_names_the_missing_file(tmp_path):
     result = run_cli("prepare", "--dataset", '{"name":"digits","kind":"digits"}', "--manifest",
-                     tmp_path / "nope.json", "--out", tmp_path / "d.npz")
+                     tmp_path / "nope.json", "--data", tmp_path / "d.npz")
     assert result.returncode == 2
     assert f"{tmp_path / 'nope.json'}: not found" in result.stderr and "Traceback" not in result.stderr

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT, copy_workflow, run_cli, run_snakemake, write_imagefolder
+from reprozoo.config import CONFIG_VALUES, load_config
 from reprozoo.data import DataError, download, load_arrays, prepare, read_imagefolder, tree_fingerprint
 
 # Every shell metacharacter the issue names: spaces, both quotes, `;`, `$()`, backticks (+ braces).
@@ -84,7 +85,7 @@ def test_degenerate_imagefolders_are_refused(tmp_path, case):
             f.unlink()
         (root / split / "zebra" / "notes.txt").write_text("not an image")
         expected = f"imagefolder {root / split}: class folder 'zebra/' has no images"
-    result = run_cli("download", "--dataset", imagefolder(root), "--out", tmp_path / "m.json")
+    result = run_cli("download", "--dataset", imagefolder(root), "--manifest", tmp_path / "m.json")
     assert one_line_error(result, "download").split("error: ", 1)[1].startswith(expected)
     assert not (tmp_path / "m.json").exists()
     with pytest.raises(DataError) as err:
@@ -122,7 +123,7 @@ def test_decompression_bomb_is_one_line_naming_the_file(tmp_path, side):
         return
     (tmp_path / "m.json").write_text("{}")
     result = run_cli("prepare", "--dataset", imagefolder(root), "--manifest", tmp_path / "m.json",
-                     "--out", tmp_path / "data.npz")
+                     "--data", tmp_path / "data.npz")
     line = one_line_error(result, "prepare")
     assert f"error: {bomb}: refusing a possible decompression bomb" in line and "pixels" in line
     assert not (tmp_path / "data.npz").exists()
@@ -142,7 +143,7 @@ def test_truncated_npz_is_one_line_saying_rerun_prepare(digits_npz, tmp_path, da
         load_arrays(broken)
     if damage == "cut in half":  # and through the CLI
         result = run_cli("split", "--data", broken, "--seed", 3407, "--tune-fraction", 0.2, "--val-fraction", 0.2,
-                         "--out", tmp_path / "split.json")
+                         "--split", tmp_path / "split.json")
         line = one_line_error(result, "split")
         assert line.startswith(f"reprozoo split: error: {broken}: truncated or corrupt (")
         assert line.endswith("rerun the prepare stage") and not (tmp_path / "split.json").exists()
@@ -196,8 +197,9 @@ def _shell_commands(output: str, stage: str) -> list[list[str]]:
     return [shlex.split(line) for line in lines if line.startswith(f"python -m reprozoo {stage} ")]
 
 
-def test_extra_test_roots_reach_evaluate_as_literal_words(tmp_path):
-    """Dry run: the rendered commands hand each root over as one word, and dvc.yaml does the same."""
+def test_extra_test_roots_reach_evaluate_through_the_config_not_the_shell(tmp_path):
+    """Dry run: no root is on a command line (evaluate reads them from the config files it is named);
+    they are the job's params, so a new root reruns evaluate, and dvc.yaml's folder deps."""
     work = copy_workflow(tmp_path)
     shutil.copy2(ROOT / "dvc.yaml", work / "dvc.yaml")
     roots = {"spaces": "my extra set", "semicolon": "a; touch INJECTED; exit 0; ", "subshell": "$(touch INJECTED)",
@@ -208,17 +210,19 @@ def test_extra_test_roots_reach_evaluate_as_literal_words(tmp_path):
     commands = _shell_commands(result.stdout + result.stderr, "evaluate")
     assert len(commands) == 2  # mlp, cnn
     for argv in commands:
-        given = [argv[i + 1] for i, a in enumerate(argv) if a == "--extra-test"]
-        assert given == [f"{k}={roots[k]}" for k in sorted(roots)]
+        assert argv[argv.index("--config") + 1:argv.index("--model-name")] == [
+            "config.yaml", "--config", "tests/tiny.yaml", "--config", "extra.yaml"]
+        assert not any(root in word for root in roots.values() for word in argv)
+    cfg = load_config(work / "config.yaml", work / "tests/tiny.yaml", work / "extra.yaml")
+    assert CONFIG_VALUES["extra_tests"](cfg, "mlp", []) == roots  # what evaluate gets, by name
     result = run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", "--configfile", "extra.yaml", cwd=work)
     assert result.returncode == 0, result.stderr
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
     for model in ("mlp", "cnn"):
         stage = stages[f"evaluate-digits-{model}-3407"]
-        argv = shlex.split(stage["cmd"])
-        assert [argv[i + 1] for i, a in enumerate(argv) if a == "--extra-test"] == [
-            f"{k}={roots[k]}" for k in sorted(roots)]
+        assert not any(root in stage["cmd"] for root in roots.values())
         assert [d for d in stage["deps"] if d.endswith("/test")] == [f"{roots[k]}/test" for k in sorted(roots)]
+        assert {"extra.yaml": ["extra_test"]} in stage["params"]  # a new root reruns evaluate
     assert not list(work.rglob("INJECTED*"))
 
 
@@ -228,7 +232,7 @@ def test_a_dvc_variable_in_a_root_is_refused_in_one_line(tmp_path):
     (work / "extra.yaml").write_text(yaml.safe_dump({"extra_test": {"odd": {"root": "data/${HOME}"}}}))
     result = run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", "--configfile", "extra.yaml", cwd=work)
     line = one_line_error(result, "dvc-yaml")
-    assert "'odd=data/${HOME}' contains '${', which DVC would read as a variable" in line
+    assert "'data/${HOME}/test' contains '${', which DVC would read as a variable" in line
 
 
 # ------------------------------------------------------------------ end to end, both engines

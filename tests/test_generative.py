@@ -262,7 +262,7 @@ def test_samples_figure(demo_cfg, digits_npz, digits_split, tmp_path, name):
     import json
 
     result = run_cli("samples", "--model", json.dumps(cfg), "--data", digits_npz, "--weights", tmp_path / "w.pt",
-                     "--history", tmp_path / "h.csv", "--out", tmp_path / "s.png")
+                     "--history", tmp_path / "h.csv", "--samples-plot", tmp_path / "s.png")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "s.png").stat().st_size > 20_000
@@ -273,7 +273,7 @@ def test_samples_of_a_classifier_is_a_one_line_error(demo_cfg, digits_npz, tmp_p
 
     cfg = tiny_model_cfg(demo_cfg, "mlp")
     result = run_cli("samples", "--model", json.dumps(cfg), "--data", digits_npz, "--weights", tmp_path / "w.pt",
-                     "--history", tmp_path / "h.csv", "--out", tmp_path / "s.png")
+                     "--history", tmp_path / "h.csv", "--samples-plot", tmp_path / "s.png")
     assert result.returncode == 2
     assert result.stderr.strip() == ("reprozoo samples: error: model 'mlp' is not generative (arch 'mlp'): "
                                      "nothing to sample")

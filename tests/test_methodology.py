@@ -83,7 +83,7 @@ def test_the_study_lstm_has_a_weight_that_never_learns(study_cfg, tmp_path):
 
 def test_verify_cli_fails_with_one_line(study_cfg, tmp_path):
     cfg = resolve_model(study_cfg, "patch_lstm")
-    result = run_cli("verify", "--model", json.dumps(cfg), "--out", tmp_path / "v.json")
+    result = run_cli("verify", "--model", json.dumps(cfg), "--verify", tmp_path / "v.json")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "reprozoo verify: error: model 'patch_lstm': parameter rnn.weight_hh_l1_reverse gets an all-zero gradient")
@@ -121,7 +121,8 @@ def test_report_with_seed_repeats_and_an_ablation(tmp_path):
     papers = {"cnn": {"accuracy": 77.33, "loss": 0.7026, "params": 1147914, "time": "4m7s", "device": "P100"},
               "cnn_nobn": {}}
     table = report(dataset, papers, models, *[[f[i] for f in files] for i in range(4)], tmp_path / "c.csv",
-                   tmp_path / "c.md", tmp_path / "fig", ablations={"cnn_nobn": {"base": "cnn", "what": "BN"}})
+                   tmp_path / "c.md", tmp_path / "fig" / "accuracy.png",
+                   ablations={"cnn_nobn": {"base": "cnn", "what": "BN"}})
     row = table.iloc[0]
     assert table["model"].tolist() == ["cnn"]  # ablations get their own table
     assert row["accuracy"] == 77.0 and row["accuracy_std"] == pytest.approx(1.41, abs=0.01) and row["seeds"] == 2

@@ -176,8 +176,8 @@ def test_report_never_calls_a_run_at_chance_reproduced(tmp_path, confusion):
     good = _results(tmp_path, "cnn", 77.5, 0.70, np.full(10, 0.775), confusion)
     junk = _results(tmp_path, "mlp", 10.0, 9.7e11, np.eye(10)[0], confusion)
     files = [list(f) for f in zip(good, junk)]
-    report(CIFAR, PAPERS, ["cnn", "mlp"], *files[:4], tmp_path / "c.csv", tmp_path / "c.md", tmp_path / "fig",
-           confusion_paths=files[4] if confusion else ())
+    report(CIFAR, PAPERS, ["cnn", "mlp"], *files[:4], tmp_path / "c.csv", tmp_path / "c.md",
+           tmp_path / "fig" / "accuracy.png", confusion_paths=files[4] if confusion else ())
     table = pd.read_csv(tmp_path / "c.csv").set_index("model")
     assert table.loc["mlp", "flag"] == "NO PROGRESS" and table.loc["cnn", "flag"] == "ok"
     verdicts = pd.read_csv(tmp_path / "verdicts.csv").set_index(["model", "metric"])["verdict"]
@@ -192,6 +192,6 @@ def test_report_flags_chance_accuracy_with_a_sane_loss(tmp_path):
     """Every test image answered '3' (the commonest digits class): 10.28% at a loss near ln 10."""
     files = _results(tmp_path, "mlp", 100 * 37 / 360, 2.30, np.eye(10)[3])
     report(CIFAR, PAPERS, ["mlp"], *[[f] for f in files[:4]], tmp_path / "c.csv", tmp_path / "c.md",
-           tmp_path / "fig", confusion_paths=[files[4]])
+           tmp_path / "fig" / "accuracy.png", confusion_paths=[files[4]])
     verdict = pd.read_csv(tmp_path / "verdicts.csv").set_index(["model", "metric"])["verdict"][("mlp", "accuracy")]
     assert verdict.startswith("NO PROGRESS (seed 3407: test accuracy 10.28% is not above chance (10.28%")

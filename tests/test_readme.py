@@ -1,11 +1,12 @@
 """The README matches the code: the stages the CLI has, the folders the rules write to
-(rules/common.smk, where every artifact path lives), and the files it cites."""
+(reprozoo/stages.py, where every artifact path lives), and the files it cites."""
 import argparse
 import os
 import re
 
 from conftest import ROOT
 from reprozoo.cli import build_parser
+from reprozoo.stages import PATHS
 
 README = (ROOT / "README.md").read_text()
 
@@ -25,8 +26,7 @@ def test_the_outputs_table_has_a_row_per_rule_and_every_artifact_folder():
     rules = {r for f in (ROOT / "rules").glob("*.smk") for r in re.findall(r"^rule (\w+):", f.read_text(), re.M)}
     table = outputs_table()
     assert {row.split("|")[1].strip() for row in table.splitlines()[2:]} == rules
-    common = (ROOT / "rules/common.smk").read_text()
-    paths = re.findall(r'^[A-Z_]+ = "((?:results|resources)/[^"]+)"$', common, re.M)
+    paths = list(PATHS.values())
     assert len(paths) > 15
     missing = [p for p in paths if os.path.dirname(p) + "/" not in table]  # e.g. train/{model}/seed{seed}/
     assert missing == []

@@ -226,7 +226,7 @@ def test_full_disk_is_one_line_and_leaves_nothing_behind(digits_npz, tmp_path, m
     monkeypatch.setattr(Path, "write_text", no_space)
     out = tmp_path / "out" / "split.json"
     code = main(["split", "--data", str(digits_npz), "--seed", "1", "--tune-fraction", "0.2",
-                 "--val-fraction", "0.2", "--out", str(out)])
+                 "--val-fraction", "0.2", "--split", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     logging.getLogger().handlers.clear()
     assert code == 2

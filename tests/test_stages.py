@@ -119,10 +119,7 @@ def test_evaluate_metrics_and_confusion(trained_cnn, digits_npz, tmp_path):
 def test_evaluate_extra_imagefolder_test_set(trained_cnn, digits_npz, tmp_path):
     cfg, out, _ = trained_cnn
     root = write_imagefolder(tmp_path / "extra", classes=[str(d) for d in range(10)], per_class=(1, 2))
-    result = run_cli("evaluate", "--model", json.dumps(cfg), "--data", digits_npz, "--weights", out / "weights.pt",
-                     "--metrics", tmp_path / "m.json", "--confusion", tmp_path / "c.csv",
-                     "--extra-test", f"noise={root}", "--device", "cpu")
-    assert result.returncode == 0, result.stderr
+    evaluate(cfg, digits_npz, out / "weights.pt", tmp_path / "m.json", tmp_path / "c.csv", CPU, {"noise": root})
     extra = json.loads((tmp_path / "m.json").read_text())["extra"]["noise"]
     assert extra["images"] == 20 and 0 <= extra["accuracy"] <= 100
 
@@ -150,7 +147,7 @@ def test_report_table_and_figures(trained_cnn, digits_npz, tmp_path):
     dataset = {"name": "cifar10", "kind": "cifar10", "paper_dataset": True}
     papers = {"cnn": {"accuracy": 77.33, "loss": 0.7026, "time": "4m7s"}}
     table = report(dataset, papers, ["cnn"], [tmp_path / "m.json"], [out / "run.json"], [out / "best.json"],
-                   [out / "history.csv"], tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "fig")
+                   [out / "history.csv"], tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "fig" / "accuracy.png")
     row = pd.read_csv(tmp_path / "t.csv").iloc[0]
     assert row["model"] == "cnn" and row["params"] == 1_147_914 and row["paper_accuracy"] == 77.33
     acc = json.loads((tmp_path / "m.json").read_text())["accuracy"]
