@@ -165,14 +165,10 @@ def _input(pattern, missing):
 def stage_outputs(stage, **reported):
     """A rule's named outputs, from the declaration; `reported` names those the HTML report shows,
     with their caption (workflow/report/<caption>.rst) and category."""
-    return {
-        f: (
-            report(PATHS[f], caption=f"../workflow/report/{reported[f][0]}.rst", category=reported[f][1])
-            if f in reported
-            else PATHS[f]
-        )
-        for f in STAGES[stage].outputs
-    }
+    outputs = {f: PATHS[f] for f in STAGES[stage].outputs}
+    for f, (caption, category) in reported.items():
+        outputs[f] = report(outputs[f], caption=f"../workflow/report/{caption}.rst", category=category)
+    return outputs
 
 
 # ------------------------------------------------------------------ image folders as inputs
