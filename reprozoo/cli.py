@@ -1,11 +1,8 @@
-"""`python -m reprozoo <stage>`: one command per pipeline stage, built from its declaration in
-reprozoo/stages.py (files, config section, options), plus two tools: `check-config` validates
-a config file, `dvc-yaml` writes dvc.yaml from the Snakemake workflow.
-
-A stage reads its config section by name from the config files, as rules/common.smk passes
-them: `--config config.yaml [--config override.yaml] [--experiments params.yaml] --model-name
-mlp`. Snakemake, DVC, a cluster job and a person at a shell run the same command. For tests and
-one-off runs the resolved section can be given as JSON instead (`--model JSON`).
+"""`python -m reprozoo <stage>`: each stage's options and dispatch come from its declaration in
+reprozoo/stages.py. A stage reads its config section by name from the config files, as the rules
+pass them (`--config config.yaml [--config override.yaml] [--experiments params.yaml]
+--model-name mlp`), or for one-off runs as JSON (`--model JSON`). Two tools besides:
+`check-config` validates a config file, `dvc-yaml` writes dvc.yaml from the Snakemake workflow.
 """
 from __future__ import annotations
 
@@ -100,13 +97,12 @@ def run_stage(args: argparse.Namespace) -> None:
     run(*positional, **kwargs)
 
 
-def run(args: argparse.Namespace) -> None:
-    if args.stage == "dvc-yaml":
-        from reprozoo.dvc import write_dvc_yaml
+def run_tool(args: argparse.Namespace) -> None:
+    if args.stage == "check-config":
+        return print(check_config(args.config_file, *args.overrides, model=args.model_json))
+    from reprozoo.dvc import write_dvc_yaml
 
-        print(f"{write_dvc_yaml(args.configfile, check=args.check)}: {'up to date' if args.check else 'written'}")
-    else:
-        print(check_config(args.config_file, *args.overrides, model=args.model_json))
+    print(f"{write_dvc_yaml(args.configfile, check=args.check)}: {'up to date' if args.check else 'written'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
     try:
-        run_stage(args) if args.stage in STAGES else run(args)
+        run_stage(args) if args.stage in STAGES else run_tool(args)
     except UserError as e:  # every problem a user can fix (reprozoo/errors.py): one line, exit 2
         print(f"reprozoo {args.stage}: error: {e}", file=sys.stderr)
         return 2
