@@ -143,7 +143,8 @@ def copy_workflow(work: Path) -> Path:
     for cache in work.rglob("__pycache__"):
         shutil.rmtree(cache)
     (work / "tests").mkdir(exist_ok=True)
-    shutil.copy2(ROOT / "tests" / "tiny.yaml", work / "tests" / "tiny.yaml")
+    for tiny in ("tiny.yaml", "tiny_mlp.yaml"):
+        shutil.copy2(ROOT / "tests" / tiny, work / "tests" / tiny)
     return work
 
 

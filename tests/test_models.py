@@ -19,6 +19,9 @@ EXPECTED_PARAMS = {"mlp": 1_707_274, "cnn": 1_147_914, "resnet18": 11_173_962, "
 # Offline and CPU-sized arguments: no weight download, ViT-B/16 at 32 px in the generic tests.
 TEST_ARGS = {"resnet18_pretrained": {"weights": "none"}, "vit_b16_probe": {"weights": "none", "image_size": 32}}
 INPUT_SHAPE = {"linear_probe": (768,)}  # trains on cached features, not images
+# The one-step test runs the BiLSTM over 16 patches of 8 px instead of 256 of 2 px (the same
+# layers and code; 256 sequential LSTM steps made it a 19 s test on one CPU thread).
+ONE_STEP_ARGS = {"patch_lstm": {"patch_size": 8}}
 
 
 def make(arch, **args):
@@ -85,7 +88,7 @@ def test_output_shape_and_param_count(arch, study_cfg):
 def test_one_step_lowers_the_loss_on_a_fixed_batch(arch):
     require_tables(arch)
     torch.manual_seed(0)
-    model = make(arch)
+    model = make(arch, **ONE_STEP_ARGS.get(arch, {}))
     x, y = batch(arch, 16), torch.randint(0, 10, (16,))
     model.train()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)

@@ -274,15 +274,18 @@ def test_retraining_and_recaching_give_byte_identical_artifacts(demo_cfg, digits
 
 
 # ------------------------------------------------------------------ kill -9, then one command
+TINY_MLP = ["tests/tiny.yaml", "tests/tiny_mlp.yaml"]
+
 
 @pytest.mark.slow
 def test_kill_9_then_make_resume_finishes_the_run(tmp_path):
+    """tests/tiny.yaml with one model (the resume is what is checked, not the number of models)."""
     work = tmp_path / "wf"
     work.mkdir()
     copy_workflow(work)
     shutil.copy2(ROOT / "Makefile", work / "Makefile")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "TQDM_DISABLE": "1"}
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--configfile", "tests/tiny.yaml"], cwd=work,
+    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--configfile", *TINY_MLP], cwd=work,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     incomplete = work / ".snakemake" / "incomplete"
     deadline = time.time() + 300
@@ -293,14 +296,14 @@ def test_kill_9_then_make_resume_finishes_the_run(tmp_path):
     proc.wait()
     assert any(incomplete.iterdir()), "nothing was marked incomplete: the kill came too late"
 
-    plain = run_snakemake("--cores", "1", "--configfile", "tests/tiny.yaml", cwd=work)
+    plain = run_snakemake("--cores", "1", "--configfile", *TINY_MLP, cwd=work)
     assert plain.returncode != 0 and "cannot be locked" in plain.stderr + plain.stdout  # why `make resume` exists
 
-    result = subprocess.run(["make", "resume", "CONFIG=tests/tiny.yaml", "CORES=1"], cwd=work, env=env,
+    result = subprocess.run(["make", "resume", f"CONFIG={' '.join(TINY_MLP)}", "CORES=1"], cwd=work, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (work / "results/digits/report/comparison.csv").is_file()
-    after = run_snakemake("-n", "--configfile", "tests/tiny.yaml", cwd=work)
+    after = run_snakemake("-n", "--configfile", *TINY_MLP, cwd=work)
     assert after.returncode == 0 and "Nothing to be done" in after.stdout + after.stderr
 
 

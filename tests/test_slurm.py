@@ -24,13 +24,12 @@ from slurm_cluster import ClusterError, SlurmCluster, missing_binaries
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TINY = "tests/tiny.yaml"
+TINY = ["tests/tiny.yaml", "tests/tiny_mlp.yaml"]  # digits, mlp
 PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 GPU_RULES = {"tune", "train", "evaluate", "cache_features"}
-# tiny.yaml: digits, mlp + cnn. download is a localrule, `all` runs no command.
-SLURM_JOBS = {("prepare", "digits"), ("split", "digits_3407"), ("verify", "mlp"), ("verify", "cnn"),
-              ("tune", "digits_mlp"), ("tune", "digits_cnn"), ("train", "digits_mlp_3407"),
-              ("train", "digits_cnn_3407"), ("evaluate", "digits_mlp_3407"), ("evaluate", "digits_cnn_3407"),
+# digits, mlp. download is a localrule, `all` runs no command.
+SLURM_JOBS = {("prepare", "digits"), ("split", "digits_3407"), ("verify", "mlp"), ("tune", "digits_mlp"),
+              ("train", "digits_mlp_3407"), ("evaluate", "digits_mlp_3407"),
               ("report", "digits")}
 # Both runs at 1 thread per job (rules ask 4 for the GPU rules): --max-threads scales them
 # down to what a node offers, and two 1-CPU jobs share the 2-CPU test node instead of queueing.
@@ -77,7 +76,7 @@ def slurm_snakemake(cluster, work, *args, timeout=600):
     small = ["--resources", f"mem_mb={cluster.memory_mb}"] if cluster.memory_mb < PROFILE_MEM_MB else []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", str(cluster.conf))
-        return run_snakemake("--executor", "slurm", "--profile", "profiles/slurm", "--configfile", TINY, *small,
+        return run_snakemake("--executor", "slurm", "--profile", "profiles/slurm", "--configfile", *TINY, *small,
                              "--max-threads", THREADS, "--slurm-status-command", "squeue",
                              "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                              "--slurm-keep-successful-logs", "--verbose", *args, cwd=work, timeout=timeout)
@@ -95,7 +94,7 @@ def runs(cluster, tmp_path_factory):
     start = time.perf_counter()
     with open(local_log, "w") as log:
         local = subprocess.Popen([str(BIN / "snakemake"), "--cores", str(cluster.cpus), "--max-threads",
-                                  str(THREADS), "--configfile", TINY], cwd=local_work, env=env, stdout=log,
+                                  str(THREADS), "--configfile", *TINY], cwd=local_work, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)
         try:
             slurm = slurm_snakemake(cluster, slurm_work)
@@ -157,7 +156,7 @@ def table(path, drop=()):
 def test_slurm_results_equal_a_local_run(runs):
     slurm, local, _, _, _ = runs
     d = "results/digits"
-    for name in ("mlp", "cnn"):
+    for name in ("mlp",):
         for rel in (f"tune/{name}/best.json", f"eval/{name}/seed3407/metrics.json"):
             assert json.loads((slurm / d / rel).read_text()) == json.loads((local / d / rel).read_text()), rel
         pd.testing.assert_frame_equal(table(slurm / d / f"tune/{name}/trials.csv", ["seconds"]),
