@@ -254,7 +254,7 @@ LOSS_BOUND_FACTOR = 10.0
 #    issue's lr 1000 mlp: 9.72% of 360 test images; a trial at lr 12.8: 8 of 57 val
 #    images, exactly the commonest class). No significance margin on top: on the
 #    small sets of a CPU demo a 3-sd binomial margin would flag slow but real
-#    learners (the demo's random-init resnet18_pretrained after its 2 tuning epochs:
+#    learners (a random-init resnet18 after 2 tuning epochs, an earlier demo setting:
 #    24.6% of 57 images against a commonest class of 14.0%, where 3 sd asks 27.8%;
 #    trained on the full set it reaches 92.5%). The price: a model that guesses
 #    at random, rather than always the same class, can land a few images above the

@@ -76,7 +76,7 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
     assert set(table["hparams"]) == {"tuned"}
     settings = dict(zip(table["model"], table["setting"]))
     assert settings["vit_b16_probe"] == "backbone image_size=32 (paper 224); backbone weights='none' (paper 'IMAGENET1K_V1')"
-    assert settings["resnet18_pretrained"] == "weights='none' (paper 'IMAGENET1K_V1')"
+    assert settings["resnet18_pretrained"] == "stem='imagenet' (paper 'cifar'); weights='none' (paper 'IMAGENET1K_V1')"
     assert settings["mlp"] == "paper's"
     md = (work / "results/digits/report/comparison.md").read_text()
     assert "Not comparable" in md and all(f"| {m} " in md for m in table["model"])

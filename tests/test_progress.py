@@ -54,7 +54,7 @@ def test_accuracy_not_above_the_commonest_class_is_no_progress():
     assert no_progress(2.31, 100 * 38 / 360, DIGITS_TEST) is None       # one image more than the commonest class
     # float32 accuracy of 8 of 57 (as Runner.evaluate returns it) is 8 images, not a hair more
     assert no_progress(0.5, 14.035087823867798, TUNE_VAL) is not None
-    # the demo's random-init resnet18_pretrained after 2 tuning epochs: slow but learning
+    # a random-init resnet18 after 2 tuning epochs (an earlier demo setting): slow but learning
     assert no_progress(5.716, 100 * 14 / 57, TUNE_VAL) is None
 
 

@@ -50,6 +50,23 @@ def test_resnet18_pretrained_keeps_every_pretrained_layer_but_stem_and_fc(hub):
     assert count_parameters(model) == 11_173_962
 
 
+def test_resnet18_pretrained_with_the_imagenet_stem_keeps_conv1_and_the_maxpool(hub):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(2)
+    reference = resnet18(weights=None).state_dict()
+    torch.save(reference, hub / "resnet18-f37072fd.pth")
+    model = create_model("resnet18_pretrained", stem="imagenet")
+    state = model.state_dict()
+    for key in (k for k in reference if not k.startswith("fc.")):  # conv1 too: only fc is new
+        assert torch.equal(state[key], reference[key]), key
+    assert model.conv1.weight.shape == (64, 3, 7, 7) and isinstance(model.maxpool, nn.MaxPool2d)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert count_parameters(model) == 11_173_962 - 3 * 3 * 3 * 64 + 7 * 7 * 3 * 64
+    with pytest.raises(ConfigError, match="unknown stem 'big' for resnet18_pretrained \\(known: cifar, imagenet\\)"):
+        create_model("resnet18_pretrained", weights="none", stem="big")
+
+
 def test_missing_weights_is_one_line_naming_file_and_folder(hub):
     with pytest.raises(ConfigError) as err:
         create_model("resnet18_pretrained")
@@ -90,7 +107,7 @@ def test_patch_lstm_reads_the_last_step_of_a_2_layer_bilstm():
 def test_setting_deviations_mark_what_is_not_the_papers(demo_cfg, study_cfg):
     assert all(setting_deviations(resolve_model(study_cfg, m)) == [] for m in study_cfg["run"]["models"])
     assert setting_deviations(resolve_model(demo_cfg, "resnet18_pretrained")) == [
-        "weights='none' (paper 'IMAGENET1K_V1')"]
+        "stem='imagenet' (paper 'cifar')", "weights='none' (paper 'IMAGENET1K_V1')"]
     assert setting_deviations(resolve_model(demo_cfg, "vit_b16_probe")) == [
         "backbone image_size=32 (paper 224)", "backbone weights='none' (paper 'IMAGENET1K_V1')"]
 

@@ -45,16 +45,26 @@ def load_pretrained(enum, name: str) -> dict[str, torch.Tensor]:
                           f"(or set TORCH_HOME)") from None
 
 
+STEMS = ("cifar", "imagenet")
+
+
 @register_model(reference=resnet_references)
-def resnet18_pretrained(num_classes: int = 10, weights: str = "IMAGENET1K_V1") -> nn.Module:
-    """torchvision resnet18 with ImageNet weights, then the study's CIFAR stem: a new
-    3x3 stride-1 conv1, no maxpool, a new 512->classes fc. Every other layer keeps
-    its pretrained weights and is fine-tuned."""
+def resnet18_pretrained(num_classes: int = 10, weights: str = "IMAGENET1K_V1", stem: str = "cifar") -> nn.Module:
+    """torchvision resnet18 with ImageNet weights and a new 512->classes fc. `stem: cifar`
+    (the study's) also swaps in a new 3x3 stride-1 conv1 and drops the maxpool; `stem:
+    imagenet` keeps torchvision's 7x7 stride-2 conv1 (pretrained) and maxpool, which at
+    32 px leaves 8x8 maps after the stem: 1/16 of the FLOPs (the CPU demo's random-init
+    row). Every layer that is not new keeps its pretrained weights and is fine-tuned."""
     from torchvision.models import ResNet18_Weights, resnet18
 
+    if stem not in STEMS:
+        raise ConfigError(f"unknown stem '{stem}' for resnet18_pretrained (known: {', '.join(STEMS)})")
     net = resnet18(weights=None)
     if weights != "none":
         net.load_state_dict(load_pretrained(ResNet18_Weights, weights))
+    if stem == "imagenet":
+        net.fc = nn.Linear(net.fc.in_features, num_classes)
+        return net
     return cifar_stem(net, num_classes)
 
 

@@ -37,7 +37,7 @@ def remove_residuals(net: nn.Module) -> nn.Module:
 
 
 def resnet_references(model: nn.Module, x: torch.Tensor, args: dict) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Each of our stages beside torchvision's resnet18 with the same weights (the 3x3 stem is ours,
+    """Each of our stages beside torchvision's resnet18 with the same weights (the stem may be ours,
     so both start from its output). torchvision is the reference only with the residual connections:
     none for the ablation that removes them."""
     if not args.get("residual", True):
@@ -46,7 +46,7 @@ def resnet_references(model: nn.Module, x: torch.Tensor, args: dict) -> list[tup
 
     ref = tv_resnet18(weights=None, num_classes=model.fc.out_features).eval()
     ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("conv1.")}, strict=False)
-    h = model.relu(model.bn1(model.conv1(x)))
+    h = model.maxpool(model.relu(model.bn1(model.conv1(x))))  # the study's stem has no maxpool (Identity)
     outputs = []
     for stage in ("layer1", "layer2", "layer3", "layer4"):
         ours = getattr(model, stage)(h)
