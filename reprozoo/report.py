@@ -14,7 +14,7 @@ Writes, for one dataset:
   (`save_figure`, which the attention and samples stages use too).
 
 A model whose test numbers show no progress on any seed (loss exploded, or
-accuracy at chance: `reprozoo.engine.no_progress`, the rule the train stage
+accuracy at chance: `reprozoo.progress.no_progress`, the rule the train stage
 enforces) is flagged NO PROGRESS: its accuracy and loss are never a verdict.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reprozoo.config import ConfigError  # noqa: E402
-from reprozoo.engine import no_progress  # noqa: E402
+from reprozoo.progress import no_progress  # noqa: E402
 from reprozoo.io import atomic_path, fmt_duration, pdf_twin, read_json, write_csv, write_json, write_text  # noqa: E402
 
 log = logging.getLogger("reprozoo.report")
