@@ -38,12 +38,13 @@ def test_seed_loop_times_concurrent_trials_as_tune_runs_them():
 
 
 def test_job_threads_benchmark_times_both_thread_settings_and_prints_the_ratio():
-    """benchmarks/job_threads.py on three light jobs of tests/tiny.yaml: both runs finish, the ratio is theirs."""
+    """benchmarks/job_threads.py on the lightest job of tests/tiny.yaml (download): both runs finish, the ratio
+    is theirs."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "job_threads.py"), "--configfile",
-                          "tests/tiny.yaml", "results/digits/split-seed3407.json"],
+                          "tests/tiny.yaml", "resources/digits/manifest.json"],
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("snakemake --cores 2 results/digits/split-seed3407.json --configfile tests/tiny.yaml")
+    assert out.stdout.startswith("snakemake --cores 2 resources/digits/manifest.json --configfile tests/tiny.yaml")
     default = re.search(r"rules' threads \(half the cores per heavy job\):\s+([\d.]+) s\s+1\.00x$", out.stdout, re.M)
     every = re.search(r"--set-threads cache_features=2 tune=2 train=2 evaluate=2:\s+([\d.]+) s\s+([\d.]+)x$",
                       out.stdout, re.M)
