@@ -10,6 +10,9 @@ within 1e-5 relative on CPU, 1e-3 on CUDA where bf16 kernels may reorder sums).
     python benchmarks/concurrent_tune.py --model cnn --trials 4 --epochs 2 --workers 2   # CPU
     python benchmarks/concurrent_tune.py --model cnn --trials 20 --epochs 50 --patience 5 \
         --workers 4 8 --device cuda --data results/cifar10_jpeg/data.npz                  # the study's budget
+    python benchmarks/concurrent_tune.py --model cnn --trials 20 --epochs 50 --patience 5 --workers \
+        --data results/cifar10_jpeg/data.npz --compare-to results/cifar10_jpeg/tune/cnn/trials.csv
+                                                 # sequential only, checked against the pipeline's tune
 """
 from __future__ import annotations
 
@@ -41,7 +44,11 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2, help="tune.max_epochs per trial")
     p.add_argument("--patience", type=int, default=0, help="tune.patience (default: --epochs, no early stop)")
-    p.add_argument("--workers", type=int, nargs="+", default=[2], help="concurrent worker counts to time")
+    p.add_argument("--workers", type=int, nargs="*", default=[2],
+                   help="concurrent worker counts to time (none: the sequential fmin only)")
+    p.add_argument("--compare-to", type=Path, metavar="TRIALS_CSV",
+                   help="also check the sequential rows against this trials.csv, e.g. the pipeline's own "
+                        "tune of the same model, data and budget (it ran concurrently)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--data", type=Path, help="a prepared data.npz (default: the bundled digits)")
     args = p.parse_args()
@@ -75,6 +82,12 @@ def main() -> None:
                   f"   search: {best['search']}; same lrs: {same_lr}; val losses within {rtol:g}: {close}; "
                   f"epochs run: {int(rows[way]['epochs_run'].sum())}; best lr {best['lr']:.3g} "
                   f"epochs {best['epochs']}", flush=True)
+        if args.compare_to:
+            other = pd.read_csv(args.compare_to)
+            same_lr = rows["sequential"]["lr"].tolist() == other["lr"].tolist()
+            close = np.allclose(rows["sequential"]["best_val_loss"], other["best_val_loss"], rtol=rtol)
+            print(f"{str(args.compare_to):10s} same lrs as sequential: {same_lr}; val losses within {rtol:g}: "
+                  f"{close}; epochs run: {int(other['epochs_run'].sum())}", flush=True)
     print(f"({args.model}, {args.trials} trials x <= {args.epochs} epochs, patience {cfg['tune']['patience']}, "
           f"{images} train images, device {device}, torch {torch.__version__})")
 

@@ -132,6 +132,9 @@ def run_snakemake(*args, cwd=ROOT, timeout=1800) -> subprocess.CompletedProcess:
                           timeout=timeout, env=env)
 
 
+# The tiny pipeline with one model (digits, mlp): for tests that check a mechanism (resume, SLURM,
+# containers) rather than the number of models. Paths relative to a copy_workflow() folder.
+TINY_MLP = ["tests/tiny.yaml", "tests/tiny_mlp.yaml"]
 WORKFLOW_FILES = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles"]
 
 
@@ -143,8 +146,8 @@ def copy_workflow(work: Path) -> Path:
     for cache in work.rglob("__pycache__"):
         shutil.rmtree(cache)
     (work / "tests").mkdir(exist_ok=True)
-    for tiny in ("tiny.yaml", "tiny_mlp.yaml"):
-        shutil.copy2(ROOT / "tests" / tiny, work / "tests" / tiny)
+    for tiny in TINY_MLP:
+        shutil.copy2(ROOT / tiny, work / tiny)
     return work
 
 

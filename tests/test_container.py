@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import reprozoo
-from conftest import BIN, ROOT, copy_workflow, run_snakemake
+from conftest import BIN, ROOT, TINY_MLP, copy_workflow, run_snakemake
 from reprozoo.config import ConfigError, load_config
 from test_pipeline import planned_jobs
 
@@ -260,14 +260,13 @@ def container_run(tmp_path_factory):
     """tests/tiny.yaml with one model (tiny_mlp.yaml) run as `snakemake --cores 2 --use-singularity --profile profiles/gpu`
     in a copy of the workflow, through the stub."""
     work = copy_workflow(tmp_path_factory.mktemp("container"))
-    tiny = [ROOT / "tests" / "tiny.yaml", ROOT / "tests" / "tiny_mlp.yaml"]
     with pytest.MonkeyPatch.context() as monkeypatch:
         log = install_stub(tmp_path_factory.mktemp("stub") / "bin", monkeypatch)
         result = run_snakemake("--cores", "2", "--use-singularity", "--profile", "profiles/gpu",
-                               "--configfile", *tiny, cwd=work)
+                               "--configfile", *TINY_MLP, cwd=work)
     assert result.returncode == 0, result.stderr[-5000:]
     # Back to a plain run: nothing to redo.
-    plain = run_snakemake("-n", "--configfile", *tiny, cwd=work)
+    plain = run_snakemake("-n", "--configfile", *TINY_MLP, cwd=work)
     return work, calls(log), plain
 
 

@@ -118,6 +118,18 @@ def test_resnet18_is_torchvisions_with_a_cifar_stem():
     assert ours_shapes == theirs_shapes
 
 
+def test_resnet18_with_stem_stride_2_has_the_same_parameters_and_quarter_size_maps():
+    plain, strided = create_model("resnet18"), create_model("resnet18", stem_stride=2)
+    assert strided.conv1.stride == (2, 2)
+    assert {k: v.shape for k, v in strided.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    x = torch.randn(2, 3, 32, 32)
+    stem = lambda m: m.maxpool(m.relu(m.bn1(m.conv1(x))))  # noqa: E731
+    assert stem(plain).shape[-2:] == (32, 32) and stem(strided).shape[-2:] == (16, 16)
+    assert strided(x).shape == (2, 10)
+    with pytest.raises(ConfigError, match="stem_stride 3 for resnet18 is not one of 1, 2"):
+        create_model("resnet18", stem_stride=3)
+
+
 def test_cnn_without_batchnorm_has_no_bn_layers():
     model = create_model("cnn", batchnorm=False)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

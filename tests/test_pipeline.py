@@ -68,7 +68,7 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
     assert table["model"].tolist() == STUDY_MODELS
     assert (table["accuracy"] > 50).all(), table  # 10 classes: chance is 10%
     params = dict(zip(table["model"], table["params"]))
-    for m in ("mlp", "cnn", "resnet18", "vit_b16_probe"):  # the paper's architecture in the demo too
+    for m in ("mlp", "cnn", "resnet18", "vit_b16_probe"):  # the paper's parameters in the demo too
         assert params[m] == study_cfg["models"][m]["paper"]["params"], m
     for m in ("vit_tiny", "patch_lstm"):  # patch size 4 in the demo
         cfg = resolve_model(demo_cfg, m)
@@ -77,6 +77,7 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
     settings = dict(zip(table["model"], table["setting"]))
     assert settings["vit_b16_probe"] == "backbone image_size=32 (paper 224); backbone weights='none' (paper 'IMAGENET1K_V1')"
     assert settings["resnet18_pretrained"] == "stem='imagenet' (paper 'cifar'); weights='none' (paper 'IMAGENET1K_V1')"
+    assert settings["resnet18"] == "stem_stride=2 (paper 1)"
     assert settings["mlp"] == "paper's"
     md = (work / "results/digits/report/comparison.md").read_text()
     assert "Not comparable" in md and all(f"| {m} " in md for m in table["model"])

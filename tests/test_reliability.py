@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, ROOT, copy_workflow, run_cli, run_snakemake, tiny_model_cfg
+from conftest import BIN, ROOT, TINY_MLP, copy_workflow, run_cli, run_snakemake, tiny_model_cfg
 from reprozoo.cli import main
 from reprozoo.io import load_torch, save_torch
 
@@ -274,7 +274,6 @@ def test_retraining_and_recaching_give_byte_identical_artifacts(demo_cfg, digits
 
 
 # ------------------------------------------------------------------ kill -9, then one command
-TINY_MLP = ["tests/tiny.yaml", "tests/tiny_mlp.yaml"]
 
 
 @pytest.mark.slow

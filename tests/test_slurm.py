@@ -19,12 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, copy_workflow, run_snakemake
+from conftest import BIN, ROOT, TINY_MLP, copy_workflow, run_snakemake
 from slurm_cluster import ClusterError, SlurmCluster, missing_binaries
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TINY = ["tests/tiny.yaml", "tests/tiny_mlp.yaml"]  # digits, mlp
 PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 GPU_RULES = {"tune", "train", "evaluate", "cache_features"}
 # digits, mlp. download is a localrule, `all` runs no command.
@@ -76,7 +75,7 @@ def slurm_snakemake(cluster, work, *args, timeout=600):
     small = ["--resources", f"mem_mb={cluster.memory_mb}"] if cluster.memory_mb < PROFILE_MEM_MB else []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", str(cluster.conf))
-        return run_snakemake("--executor", "slurm", "--profile", "profiles/slurm", "--configfile", *TINY, *small,
+        return run_snakemake("--executor", "slurm", "--profile", "profiles/slurm", "--configfile", *TINY_MLP, *small,
                              "--max-threads", THREADS, "--slurm-status-command", "squeue",
                              "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "1",
                              "--slurm-keep-successful-logs", "--verbose", *args, cwd=work, timeout=timeout)
@@ -94,7 +93,7 @@ def runs(cluster, tmp_path_factory):
     start = time.perf_counter()
     with open(local_log, "w") as log:
         local = subprocess.Popen([str(BIN / "snakemake"), "--cores", str(cluster.cpus), "--max-threads",
-                                  str(THREADS), "--configfile", *TINY], cwd=local_work, env=env, stdout=log,
+                                  str(THREADS), "--configfile", *TINY_MLP], cwd=local_work, env=env, stdout=log,
                                  stderr=subprocess.STDOUT)
         try:
             slurm = slurm_snakemake(cluster, slurm_work)

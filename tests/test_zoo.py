@@ -108,6 +108,7 @@ def test_setting_deviations_mark_what_is_not_the_papers(demo_cfg, study_cfg):
     assert all(setting_deviations(resolve_model(study_cfg, m)) == [] for m in study_cfg["run"]["models"])
     assert setting_deviations(resolve_model(demo_cfg, "resnet18_pretrained")) == [
         "stem='imagenet' (paper 'cifar')", "weights='none' (paper 'IMAGENET1K_V1')"]
+    assert setting_deviations(resolve_model(demo_cfg, "resnet18")) == ["stem_stride=2 (paper 1)"]
     assert setting_deviations(resolve_model(demo_cfg, "vit_b16_probe")) == [
         "backbone image_size=32 (paper 224)", "backbone weights='none' (paper 'IMAGENET1K_V1')"]
 
