@@ -38,6 +38,12 @@ from reprozoo.tune import tune  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def agree(a: pd.DataFrame, b: pd.DataFrame, rtol: float) -> tuple[bool, bool]:
+    """Two trials tables: the same lrs in the same order, and best val losses within rtol."""
+    same_lr = a["lr"].tolist() == b["lr"].tolist()
+    return same_lr, same_lr and bool(np.allclose(a["best_val_loss"], b["best_val_loss"], rtol=rtol))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
@@ -76,16 +82,14 @@ def main() -> None:
                 best = tune(cfg, data, tmp / "split.json", tmp / f"{way}.csv", tmp / f"{way}.json", device)
                 times[way] = time.perf_counter() - start
             rows[way] = pd.read_csv(tmp / f"{way}.csv")
-            same_lr = rows["sequential"]["lr"].tolist() == rows[way]["lr"].tolist()
-            close = np.allclose(rows["sequential"]["best_val_loss"], rows[way]["best_val_loss"], rtol=rtol)
+            same_lr, close = agree(rows["sequential"], rows[way], rtol)
             print(f"{way:10s} {times[way]:8.2f} s   ratio sequential/this {times['sequential'] / times[way]:5.2f} x"
                   f"   search: {best['search']}; same lrs: {same_lr}; val losses within {rtol:g}: {close}; "
                   f"epochs run: {int(rows[way]['epochs_run'].sum())}; best lr {best['lr']:.3g} "
                   f"epochs {best['epochs']}", flush=True)
         if args.compare_to:
             other = pd.read_csv(args.compare_to)
-            same_lr = rows["sequential"]["lr"].tolist() == other["lr"].tolist()
-            close = np.allclose(rows["sequential"]["best_val_loss"], other["best_val_loss"], rtol=rtol)
+            same_lr, close = agree(rows["sequential"], other, rtol)
             print(f"{str(args.compare_to):10s} same lrs as sequential: {same_lr}; val losses within {rtol:g}: "
                   f"{close}; epochs run: {int(other['epochs_run'].sum())}", flush=True)
     print(f"({args.model}, {args.trials} trials x <= {args.epochs} epochs, patience {cfg['tune']['patience']}, "

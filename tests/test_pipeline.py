@@ -70,7 +70,7 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
     params = dict(zip(table["model"], table["params"]))
     for m in ("mlp", "cnn", "resnet18", "vit_b16_probe"):  # the paper's parameters in the demo too
         assert params[m] == study_cfg["models"][m]["paper"]["params"], m
-    for m in ("vit_tiny", "patch_lstm"):  # patch size 4 in the demo
+    for m in ("vit_tiny", "patch_lstm"):  # patch size 8 in the demo
         cfg = resolve_model(demo_cfg, m)
         assert params[m] == count_parameters(create_model(cfg["arch"], **cfg["args"])), m
     assert set(table["hparams"]) == {"tuned"}
