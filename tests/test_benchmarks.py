@@ -1,4 +1,5 @@
-"""benchmarks/seed_loop.py as a CPU smoke test: both loops run and the ratios are printed."""
+"""The benchmarks as CPU smoke tests: each runs at a tiny size, and the ratios it prints are its own."""
+import os
 import re
 import subprocess
 import sys
@@ -53,3 +54,26 @@ def test_job_threads_benchmark_times_both_thread_settings_and_prints_the_ratio()
     assert first > 0 and second > 0
     # the printed ratio is the measured one: within what rounding the seconds to 0.1 s (and it to 0.01) allows
     assert (second - 0.05) / (first + 0.05) - 0.005 <= ratio <= (second + 0.05) / (first - 0.05) + 0.005
+
+
+def test_concurrent_tune_benchmark_times_both_paths_and_checks_their_rows(tmp_path):
+    """benchmarks/concurrent_tune.py on digits: sequential fmin and 2 forked workers, the ratio printed is
+    theirs, the rows agree (one thread on both paths); --compare-to checks another trials table (here one with other lrs: no match)."""
+    other = tmp_path / "trials.csv"
+    other.write_text("trial,lr,best_val_loss,epochs_run\n0,0.5,1.0,1\n")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "concurrent_tune.py"), "--model", "mlp",
+                          "--trials", "2", "--epochs", "1", "--workers", "2", "--compare-to", str(other)],
+                         capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # one thread on both paths: equal rows
+    assert out.returncode == 0, out.stderr
+    times = {}
+    for m in re.finditer(r"^(sequential|x2)\s+([\d.]+) s\s+ratio sequential/this\s+([\d.]+) x\s+search: (.+?); "
+                         r"same lrs: (\w+); val losses within 1e-05: (\w+); epochs run: 2;", out.stdout, re.M):
+        way, seconds, ratio, search, same_lr, close = m.groups()
+        times[way] = float(seconds), float(ratio)
+        assert (same_lr, close) == ("True", "True"), m.group(0)
+        assert search == ("sequential" if way == "sequential" else "concurrent: forked x2")
+    assert set(times) == {"sequential", "x2"}, out.stdout
+    # the printed ratio is the measured one, within the rounding of the printed seconds
+    assert abs(times["x2"][1] - times["sequential"][0] / times["x2"][0]) <= 0.01 + 0.01 * times["x2"][1]
+    assert re.search(rf"^{re.escape(str(other))} same lrs as sequential: False; ", out.stdout, re.M), out.stdout

@@ -1,6 +1,7 @@
 """The reproduction methodology: paper specs, module verification, verdicts,
 ablations, seed repeats and the study's figures."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ import yaml
 from conftest import ROOT, run_cli
 from reprozoo.config import ConfigError, load_config, resolve_model, run_models
 from reprozoo.models import count_parameters, create_model
-from reprozoo.report import build_verdicts, report, verdict
+from reprozoo.report import build_verdicts, parse_duration, report, verdict
 from reprozoo.verify import VerifyError, verify
 
 
@@ -24,6 +25,36 @@ def test_every_model_carries_a_paper_spec(study_cfg):
     for name in study_cfg["run"]["models"]:
         assert "paper" in study_cfg["models"][name], name
     assert study_cfg["models"]["vit_tiny"]["paper"]["batch_size"] == 128
+
+
+# The study prints one "Results" block per trained model, in this order (ViT twice: the
+# tiny one, then the frozen ViT-B/16). Each block's numbers must be the config's `paper:`.
+RESULTS_BLOCK = re.compile(
+    r"Best LR: ([\d.]+)\s+- Best epochs: (\d+) epochs.*?Model type: (.+?)\n.*?Total params: ([\d,]+)"
+    r".*?Training duration on full training set: (.+?)\n.*?Test loss: ([\d.]+)\s+- Test accuracy: ([\d.]+)%",
+    re.S)
+STUDY_BLOCKS = [("mlp", "MLP"), ("cnn", "CNN"), ("resnet18", "ResNet18 from scrach"),
+                ("resnet18_pretrained", "Pretrained ResNet18"), ("vit_tiny", "ViT"), ("vit_b16_probe", "ViT"),
+                ("patch_lstm", "Patch based LSTM")]
+
+
+def test_reported_numbers_are_the_studys_own(study_cfg):
+    """Every reported number in config.yaml against the study's text (study.source), block by block;
+    this caught resnet18 carrying the fine-tuned run's 89.06% instead of its own 83.46%."""
+    source = ROOT / study_cfg["study"]["source"]
+    if not source.exists():
+        pytest.skip(f"the study's text is not beside this checkout ({source})")
+    text = source.read_text(encoding="utf-8")
+    blocks = RESULTS_BLOCK.findall(text)
+    assert [b[2].strip() for b in blocks] == [kind for _, kind in STUDY_BLOCKS]
+    for (model, _), (lr, epochs, _, params, duration, loss, accuracy) in zip(STUDY_BLOCKS, blocks):
+        paper = study_cfg["models"][model]["paper"]
+        assert f"{paper['lr']:.6f}" == lr and paper["epochs"] == int(epochs), model
+        assert paper["params"] == int(params.replace(",", "")), model
+        assert paper["accuracy"] == float(accuracy) and paper["loss"] == float(loss), model
+        assert parse_duration(paper["time"]) == parse_duration(duration), model
+    heads3 = study_cfg["ablations"]["vit_tiny_heads3"]["paper"]
+    assert re.search(rf"loss = {heads3['loss']}\D.*?{heads3['accuracy']}%", text)
 
 
 def test_paper_spec_is_schema_validated(tmp_path):
