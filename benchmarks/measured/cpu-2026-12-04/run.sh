@@ -6,7 +6,7 @@
 # checked against the pipeline's trials. Run from the repository root with the archive
 # unpacked to resources/cifar10-jpeg/ (config/jpeg-paper.yaml says how):
 #   bash benchmarks/measured/cpu-2026-12-04/run.sh pipeline     # ~1 h on 2 cores
-#   bash benchmarks/measured/cpu-2026-12-04/run.sh sequential   # ~50 min, after the pipeline
+#   bash benchmarks/measured/cpu-2026-12-04/run.sh sequential   # ~52 min, after the pipeline
 set -euo pipefail
 PART=${1:?usage: run.sh pipeline|sequential}
 OUT=benchmarks/measured/cpu-2026-12-04
