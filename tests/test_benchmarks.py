@@ -58,7 +58,8 @@ def test_job_threads_benchmark_times_both_thread_settings_and_prints_the_ratio()
 
 def test_concurrent_tune_benchmark_times_both_paths_and_checks_their_rows(tmp_path):
     """benchmarks/concurrent_tune.py on digits: sequential fmin and 2 forked workers, the ratio printed is
-    theirs, the rows agree (one thread on both paths); --compare-to checks another trials table (here one with other lrs: no match)."""
+    theirs, the rows agree (one thread on both paths); --compare-to checks another trials table (here one
+    with other lrs: no match)."""
     other = tmp_path / "trials.csv"
     other.write_text("trial,lr,best_val_loss,epochs_run\n0,0.5,1.0,1\n")
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "concurrent_tune.py"), "--model", "mlp",
