@@ -25,7 +25,8 @@ ONE_STEP_ARGS = {"patch_lstm": {"patch_size": 8}}
 
 
 def make(arch, **args):
-    return create_model(arch, **{**TEST_ARGS.get(arch, {}), **args})
+    """The model with `args`, the offline TEST_ARGS having the last word (a config's weights never download)."""
+    return create_model(arch, **{**args, **TEST_ARGS.get(arch, {})})
 
 
 def require_tables(arch):
@@ -81,8 +82,7 @@ def test_output_shape_and_param_count(arch, study_cfg):
     assert count_parameters(model) == EXPECTED_PARAMS[arch]
     for name, section in study_cfg["models"].items():
         if section["arch"] == arch and "params" in section.get("paper", {}):
-            offline = {**section.get("args", {}), **TEST_ARGS.get(arch, {})}  # weights do not change the count
-            assert count_parameters(create_model(arch, **offline)) == section["paper"]["params"], name
+            assert count_parameters(make(arch, **section.get("args", {}))) == section["paper"]["params"], name
 
 
 @pytest.mark.parametrize("arch", list_models())
