@@ -20,15 +20,19 @@
 # timings.md, snakemake.log, one STEP.txt per step).
 #
 # BUDGET: seconds this call may take (default 560, under the device's 600 s limit).
+# Rehearsal on CPU (small): OUT=/tmp/o DEVICE=cpu DATASET=digits PAPER_CONFIGS=config/demo.yaml \
+#     BENCH_MODELS=mlp SEEDLOOP_ARGS='--models mlp --images 640 --epochs 1 --trials 2' \
+#     PATH=.venv/bin:$PATH bash benchmarks/gpu/session.sh check bench seedloop paper
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUDGET=${BUDGET:-560}
-OUT=${OUT:?OUT is the device tool's output folder}
+OUT=${OUT:?OUT must name the output folder (the device tool sets it)}
 BENCH_MODELS=${BENCH_MODELS:-resnet18}
 PAPER_CONFIGS=${PAPER_CONFIGS:-config/gpu-paper.yaml}
 TUNED_CONFIGS=${TUNED_CONFIGS:-config/gpu-paper.yaml config/gpu-tuned.yaml}
 DATASET=${DATASET:-cifar10_jpeg}
 CORES=${CORES:-$(nproc)}
+DEVICE=${DEVICE:-cuda}   # cpu: a rehearsal on a machine without a GPU (bench and seedloop)
 GPU_JOBS=${GPU_JOBS:-3}   # GPU jobs at a time on the card; each tune job runs its trials 4 at a time
 
 left() { echo $((BUDGET - SECONDS)); }
@@ -52,8 +56,8 @@ fi
 
 # ---------------------------------------------------------------- steps
 data() {  # the prepared arrays the benchmarks read (the pipeline's own prepare job)
-    [ -f "results/$DATASET/data.npz" ] || timeout "$(left)" snakemake --cores "$CORES" \
-        --configfile $PAPER_CONFIGS "results/$DATASET/data.npz" > "$OUT/prepare.log" 2>&1
+    [ -f "results/$DATASET/data.npz" ] || timeout "$(left)" snakemake "results/$DATASET/data.npz" \
+        --cores "$CORES" --configfile $PAPER_CONFIGS > "$OUT/prepare.log" 2>&1
 }
 
 check() {
@@ -67,13 +71,13 @@ bench() {
     data || return
     for model in $BENCH_MODELS; do
         timeout "$(left)" python3 benchmarks/concurrent_tune.py --model "$model" --trials 20 --epochs 50 \
-            --patience 5 --workers 4 --device cuda --data "results/$DATASET/data.npz"
+            --patience 5 --workers 4 --device "$DEVICE" --data "results/$DATASET/data.npz"
     done
 }
 
 seedloop() {
-    timeout "$(left)" python3 benchmarks/seed_loop.py --models cnn resnet18 --images 50000 --test-images 5000 \
-        --trials 8 --epochs 2 --workers 4 --device cuda
+    timeout "$(left)" python3 benchmarks/seed_loop.py ${SEEDLOOP_ARGS:---models cnn resnet18 --images 50000 \
+        --test-images 5000 --trials 8 --epochs 2} --workers 4 --device "$DEVICE"
 }
 
 study() {  # $1: a name for the run; the rest: config files
@@ -91,6 +95,8 @@ study() {  # $1: a name for the run; the rest: config files
     else say "$name study still running: call again with the same step"; fi
     grep -c "Finished jobid" "/tmp/smk-$name.log" 2>/dev/null | sed 's/^/finished jobs: /'
     grep -A2 "^Error in rule" "/tmp/smk-$name.log" 2>/dev/null | head -20
+    [ -f "$done" ] && return "$(cat "$done")"   # snakemake's exit; still running: 3
+    return 3
 }
 paper() { study paper $PAPER_CONFIGS; }
 tuned() { study tuned $TUNED_CONFIGS; }
