@@ -17,6 +17,21 @@ def test_study_config_is_the_published_study(study_cfg):
     assert papers["resnet18"]["lr"] == 2.787e-3 and papers["resnet18"]["epochs"] == 8
 
 
+def test_every_shipped_override_is_listed_and_valid_as_its_readme_runs_it():
+    """config/README.md's table names each file of config/ with a command; that command's
+    --configfile list, over config.yaml, passes validation (a renamed key would fail here)."""
+    rows = [line.split("|") for line in (ROOT / "config/README.md").read_text().splitlines()
+            if line.startswith("| `") and line.endswith("` |")]
+    listed = {row[1].strip().strip("`"): row[3].strip().strip("`") for row in rows}
+    shipped = sorted(p.name for p in (ROOT / "config").glob("*.yaml"))
+    assert shipped and all(name in listed for name in shipped), (shipped, sorted(listed))
+    for name in shipped:
+        files = listed[name].split("--configfile")[1].split()
+        assert f"config/{name}" in files, (name, listed[name])
+        cfg = load_config(ROOT / "config.yaml", *(ROOT / f for f in files))
+        assert cfg["run"]["models"], name
+
+
 def test_resolved_model_holds_only_its_own_section(study_cfg):
     mlp = resolve_model(study_cfg, "mlp")
     assert mlp["args"] == {"hidden": [512, 256]} and mlp["batch_size"] == 128 and mlp["seed"] == 3407
