@@ -12,6 +12,8 @@
 #             (trials 4 at a time included) and final training
 #   paper     the study with the reported hyperparameters (config/gpu-paper.yaml)
 #   tuned     the whole study tuned (config/gpu-paper.yaml + config/gpu-tuned.yaml)
+# STUDY_TARGETS (optional): what `paper` and `tuned` build instead of the whole study, e.g.
+#   STUDY_TARGETS=results/cifar10_jpeg/eval/acgan/seed3407/metrics.json   (one model's row)
 #
 # `paper` and `tuned` run Snakemake in the background (its own process session), so a run
 # longer than one call goes on while the machine stays warm: call again with the same step at
@@ -83,9 +85,11 @@ seedloop() {
 study() {  # $1: a name for the run; the rest: config files
     local name=$1; shift
     local done=/tmp/smk-$name.done
-    if [ ! -f "$done" ] && ! pgrep -f "bin/snakemake.*--configfile $*" >/dev/null; then
+    if ! pgrep -f "bin/snakemake.*--configfile $*" >/dev/null; then
+        # not running: (re)start it; Snakemake skips what an earlier run of this call finished
+        rm -f "$done"
         say "starting the $name study"
-        setsid nohup bash -c "(time snakemake --cores $CORES --profile profiles/gpu --resources gpu=$GPU_JOBS \
+        setsid nohup bash -c "(time snakemake ${STUDY_TARGETS:-} --cores $CORES --profile profiles/gpu --resources gpu=$GPU_JOBS \
             --keep-going --rerun-incomplete --configfile $*) > /tmp/smk-$name.log 2>&1; echo \$? > $done" \
             >/dev/null 2>&1 &
     fi
