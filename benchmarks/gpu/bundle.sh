@@ -28,7 +28,7 @@ rm -rf .gpu/whl && mkdir -p .gpu/whl
     --platform manylinux2014_x86_64 --platform any -d .gpu/whl "$(pin snakemake)" "$(pin hyperopt)"
 for wheel in .gpu/whl/*.whl; do
     name=$(basename "$wheel" | cut -d- -f1 | tr '[:upper:]_.' '[:lower:]--')
-    if grep -qw -- "$name" <<<"$ON_DEVICE"; then rm "$wheel"; fi
+    if [[ " $(tr '\n' ' ' <<<"$ON_DEVICE") " == *" $name "* ]]; then rm "$wheel"; fi   # exact names only
 done
 cp "$archive" .gpu/cifar10-jpeg.tar.gz
 echo "bundle: .gpu/ holds $(ls .gpu/whl | wc -l) wheels and the archive, $(du -sh .gpu | cut -f1) in all" \

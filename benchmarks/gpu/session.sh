@@ -49,6 +49,9 @@ if ! python3 -c "import snakemake, hyperopt" 2>/dev/null; then
             .gpu/whl/*.whl || exit 2
     fi
     export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
+    python3 -c "import snakemake.cli, hyperopt" || {
+        echo "session: snakemake or hyperopt does not import from the carried wheels (above: the missing" \
+             "module; add it to bundle.sh, which leaves out what KINDS.md lists as on the device)" >&2; exit 2; }
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python
