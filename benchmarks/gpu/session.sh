@@ -19,12 +19,12 @@
 # longer than one call goes on while the machine stays warm: call again with the same step at
 # once (the machine is given back 30 s after a call) and it waits for that run, or, on a fresh
 # machine, starts it again. Every call ends by packing the outputs into $OUT (results.tgz,
-# timings.md, snakemake.log, one STEP.txt per step).
+# timings.md, snakemake-STEP.log, one STEP.txt per step).
 #
 # BUDGET: seconds this call may take (default 560, under the device's 600 s limit).
 # Rehearsal on CPU (small): OUT=/tmp/o DEVICE=cpu DATASET=digits PAPER_CONFIGS=config/demo.yaml \
 #     BENCH_MODELS=mlp SEEDLOOP_ARGS='--models mlp --images 640 --epochs 1 --trials 2' \
-#     PATH=.venv/bin:$PATH bash benchmarks/gpu/session.sh check bench seedloop paper
+#     PATH=$PWD/.venv/bin:$PATH bash benchmarks/gpu/session.sh check bench seedloop paper
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUDGET=${BUDGET:-560}
