@@ -16,13 +16,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
 	touch $@
 
-## demo: the whole pipeline on the bundled digits data (3m59s on 2 idle CPU cores, fresh clone of f4ed860)
+## demo: the whole pipeline on the bundled digits data, then its comparison table (about 4 min on 2 CPU cores)
 demo: venv
 	$(PY) -m reprozoo check-config config.yaml config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml
 	@echo; cat results/digits/report/comparison.md
 
-## test: the whole test suite on two pytest-xdist workers (9m41s on 2 idle CPU cores, f4ed860; GPU tests skip without CUDA)
+## test: the whole test suite on two pytest-xdist workers (about 10 min on 2 CPU cores; GPU tests skip without CUDA)
 test: venv
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -2,7 +2,7 @@
 
 Runs reprozoo.tune.tune on the bundled digits (or `--data`, a prepared
 data.npz such as results/cifar10_jpeg/data.npz), side by side in one run:
-sequential (hyperopt's fmin, as before) and concurrent (reprozoo.trials with
+sequential (hyperopt's fmin, as `tune` runs above 20 trials) and concurrent (reprozoo.trials with
 each of `--workers` processes: forked on CPU, spawned on CUDA). Prints the wall
 times, the ratios, and whether the trials' rows agree (lr exactly, val losses
 within 1e-5 relative on CPU, 1e-3 on CUDA where bf16 kernels may reorder sums).

@@ -4,7 +4,7 @@ Runs the same Snakemake pipeline twice, one run after the other, each in a fresh
 copy of the workflow: first as the rules ask (`job_threads()` in
 rules/common.smk: half of --cores, 1 to 4 threads, so two jobs run side by side),
 then with `--set-threads` giving cache_features, tune, train and evaluate all
---cores (one heavy job at a time: what the rules asked before). Prints each
+--cores (one heavy job at a time). Prints each
 run's wall time and the ratio.
 
     python benchmarks/job_threads.py                          # the demo on 2 cores (about 12 minutes)

@@ -131,7 +131,7 @@ def image_files(class_dir: Path) -> list[Path]:
 def scan_tree(folder: Path) -> dict:
     """{class: {"images", "bytes", "sha256"}} of folder/<class>/*: a digest over each image's name and content.
 
-    Plain os calls: this runs at every Snakemake DAG build (about 0.7 s for 55,000 small JPEGs, warm cache).
+    Plain os calls, kept cheap: this runs at every Snakemake DAG build, over every image of every tree.
     """
     classes = {}
     for class_dir in class_folders(folder):

@@ -16,7 +16,8 @@ early stopping and failure rows are those of the sequential path:
   with `torch.set_num_threads(parent's // workers)` (a forked child that keeps
   the parent's OpenMP threads hung here). On CPU the thread count changes the
   reduction order: histories match the sequential path run at the same thread
-  count; at another count they drift by ~1e-3 after two epochs (measured);
+  count; at another count they drift apart in the low digits, which can change
+  the winner between two near-tied trials;
 - workers > 1 on CUDA: `workers` spawned processes share the card (fork is
   impossible once CUDA is initialised). Each builds its own objective once, from
   the same arguments (`rebuild`), holds its own copy of the tuning split on the
@@ -25,7 +26,7 @@ early stopping and failure rows are those of the sequential path:
 
 The number of workers comes from the environment variable
 REPROZOO_TUNE_WORKERS; unset, it is 1 on CPU (results unchanged) and
-`CUDA_WORKERS` on a GPU (chosen by benchmarks/concurrent_tune.py, see README).
+`CUDA_WORKERS` on a GPU (chosen with benchmarks/concurrent_tune.py, docs/speed.md).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def applies(max_evals: int) -> bool:
     return max_evals <= STARTUP_TRIALS
 
 
-# Trials at a time on one GPU when REPROZOO_TUNE_WORKERS is unset (measured on an H100, README)
+# Trials at a time on one GPU when REPROZOO_TUNE_WORKERS is unset: 4 fill the card's idle gaps
+# between small kernels, and more gave no more on an H100 (docs/speed.md)
 CUDA_WORKERS = 4
 
 
