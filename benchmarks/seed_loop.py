@@ -43,7 +43,8 @@ from torchvision.datasets import VisionDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python benchmarks/seed_loop.py` from anywhere
 from benchmarks.probe_cache import add_device_options, device_from, images  # noqa: E402
-from reprozoo.config import load_config, resolve_model  # noqa: E402
+from reprozoo.config import load_config  # noqa: E402
+from reprozoo.sections import resolve_model  # noqa: E402
 from reprozoo.engine import Runner, Tensors, fit, seed_everything  # noqa: E402
 from reprozoo.models import create_model  # noqa: E402
 from reprozoo import trials as concurrent  # noqa: E402

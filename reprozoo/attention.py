@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from reprozoo.config import ConfigError  # noqa: E402
+from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
 from reprozoo.evaluate import load_weights  # noqa: E402

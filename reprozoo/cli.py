@@ -1,8 +1,13 @@
-"""`python -m reprozoo <stage>`: each stage's options and dispatch come from its declaration in
-reprozoo/stages.py. A stage reads its config section by name from the config files, as the rules
-pass them (`--config config.yaml [--config override.yaml] [--experiments params.yaml]
---model-name mlp`), or for one-off runs as JSON (`--model JSON`). Two tools besides:
-`check-config` validates a config file, `dvc-yaml` writes dvc.yaml from the Snakemake workflow.
+"""`python -m reprozoo <stage>`: one pipeline stage, as a rule runs it or by hand.
+
+    python -m reprozoo train --dataset digits --model mlp
+
+reads the model's section file (results/digits/config/model-mlp.json) and every file at its
+place in the paths table (reprozoo/stages.py); `--weights PATH` and the like override one path.
+`--config YAML` (repeatable: config.yaml, then overrides) first resolves that config and writes
+its section files, as the Snakefile does (`--experiments params.yaml` is applied when the file
+exists). Three tools besides: `resolve` writes the section files, `check-config` validates a
+config, `dvc-yaml` writes dvc.yaml.
 """
 from __future__ import annotations
 
@@ -13,30 +18,37 @@ import logging
 import sys
 from pathlib import Path
 
-from reprozoo.config import (CONFIG_VALUES, SECTIONS, ConfigError, check_config, load_config, parse_json_arg,
-                             section_from_json)
-from reprozoo.errors import UserError
-from reprozoo.stages import PATHS, STAGES, Stage, flag
+from reprozoo.errors import ConfigError, UserError
+from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, Stage, flag
+
+NAMES = {"dataset": "dataset of the paths (results/<dataset>/...)", "model": "model (or ablation) of the config",
+         "backbone": "backbone of the config", "seed": "seed of this run (default: the config's)"}
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", metavar="YAML",
+                   help="resolve this config first: config.yaml, then override files in order")
+    p.add_argument("--experiments", metavar="YAML",
+                   help="per-model overrides applied last (default: params.yaml, where it exists)")
+    p.add_argument("--set", metavar="JSON", help="config values set after the files (as snakemake --config)")
 
 
 def _add_stage(sub, name: str, stage: Stage) -> None:
     p = sub.add_parser(name, help=stage.help, description=stage.help)
-    if stage.section or stage.from_config:
-        p.add_argument("--config", action="append", metavar="YAML", help="config.yaml, then override files in order")
-        p.add_argument("--experiments", metavar="YAML", help="params.yaml: per-model overrides (DVC experiments)")
-        p.add_argument("--set", metavar="JSON", help="config values set after the files (snakemake --config)")
-    if stage.section:
-        group = p.add_mutually_exclusive_group(required=True)
-        group.add_argument(f"--{stage.section}-name", metavar="NAME", help=f"{stage.section}s.NAME from --config")
-        group.add_argument(f"--{stage.section}", metavar="JSON", help="or the resolved section itself, as JSON")
-    for f in stage.inputs + stage.outputs:
-        p.add_argument(flag(f), metavar="PATH", required=f not in stage.optional, help=f"pipeline: {PATHS[f]}")
+    for n in stage.names:
+        p.add_argument(flag(n), type=int if n == "seed" else str, metavar="N" if n == "seed" else "NAME",
+                       help=NAMES[n])
+    if stage.section in JSON_SECTIONS:
+        kind = JSON_SECTIONS[stage.section][0]
+        p.add_argument(f"--{kind}-json", metavar="JSON", help=f"the resolved {kind} section itself, instead of a file")
+    _add_config_options(p)
+    for f in (stage.section, *stage.inputs, *stage.outputs):
+        p.add_argument(flag(f), metavar="PATH", help=f"default: {PATHS[f]}")
     for f in stage.each_run + stage.each_model:
-        p.add_argument(flag(f), metavar="PATH", nargs="*" if f in stage.optional else "+", default=[],
-                       required=f not in stage.optional, help=f"one per model{' and seed' * (f in stage.each_run)}")
+        p.add_argument(flag(f), metavar="PATH", nargs="+", help=f"one per model{' and seed' * (f in stage.each_run)} "
+                                                                 f"(default: {PATHS[f]} of each)")
     for o, opt in stage.options.items():
-        p.add_argument(flag(o), type=opt.type, default=opt.default, required=opt.required, help=opt.help,
-                       nargs="+" if opt.many else None)
+        p.add_argument(flag(o), type=opt.type, default=opt.default, help=opt.help)
     if stage.compute:
         p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
         p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
@@ -47,11 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reprozoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+    p = sub.add_parser("resolve", help="validate the config and write the section files each job reads")
+    _add_config_options(p)
     p = sub.add_parser("check-config", help="validate config.yaml (+ overrides) and print the resolved plan")
     p.add_argument("config_file", metavar="config", help="path to config.yaml")
     p.add_argument("overrides", nargs="*", help="override YAML files applied in order")
     p.add_argument("--model-json", metavar="NAME", help="print models.NAME resolved, as the stages receive it")
-    p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the Snakemake workflow's DAG (same stages and files)")
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml for config.yaml (+ an override), in DVC's foreach idiom")
     p.add_argument("--configfile", action="append", default=[], metavar="YAML",
                    help="override file(s) on top of config.yaml, as for snakemake (default: the study)")
     p.add_argument("--check", action="store_true", help="write nothing; fail when dvc.yaml is stale")
@@ -60,45 +74,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, stage: Stage) -> dict | None:
-    """The config the --config files (+ --set, --experiments) make; None without them."""
-    if not args.config:
-        needs = [o for o in (f"{stage.section}_name", "experiments", "set") if getattr(args, o, None)]
-        if needs:
-            raise ConfigError(f"{flag(needs[0])}: needs --config config.yaml")
-        return None
+def resolve(args: argparse.Namespace) -> int:
+    """Load the config the options name (config.yaml by default) and write its section files."""
+    from reprozoo.config import EXPERIMENTS, load_config, parse_json_arg
+    from reprozoo.sections import write_sections
+
+    experiments = args.experiments or (EXPERIMENTS if Path(EXPERIMENTS).is_file() else None)
     values = parse_json_arg(args.set, "--set") if args.set else None
-    return load_config(*args.config, experiments=args.experiments, values=values)
+    cfg = load_config(*(args.config or ["config.yaml"]), experiments=experiments, values=values)
+    return len(write_sections(cfg))
+
+
+def _section(args: argparse.Namespace, stage: Stage) -> dict:
+    """The stage function's config arguments: from `--<kind>-json`, or its section file."""
+    from reprozoo.sections import read_section, section_from_json
+
+    if stage.section in JSON_SECTIONS:
+        kind, argument = JSON_SECTIONS[stage.section]
+        if getattr(args, f"{kind}_json"):
+            return {argument: section_from_json(kind, getattr(args, f"{kind}_json"))}
+    path = getattr(args, stage.section) or _fill(stage.section, vars(args), stage)
+    if args.config or args.experiments or args.set or not Path(path).is_file():
+        resolve(args)
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: not written by the config's run: check the names against its run.datasets, "
+                              "run.models and run.ablations")
+    return read_section(path)
+
+
+def _fill(name: str, values: dict, stage: Stage) -> str:
+    """PATHS[name] with the stage's names; one line naming what is missing."""
+    try:
+        return PATHS[name].format(**{k: v for k, v in values.items() if v is not None})
+    except KeyError as e:
+        missing = e.args[0]
+        what = f"--{missing}" if missing in stage.names else f"the {missing} (given by --{stage.names[-1]})"
+        raise ConfigError(f"{flag(name)}: give its path, or {what} to take it from the paths table") from None
+
+
+def stage_call(args: argparse.Namespace):
+    """The stage's function, and the keyword arguments the options (and the paths table) give it."""
+    stage = STAGES[args.stage]
+    kwargs = _section(args, stage)
+    cfg = kwargs.get("cfg", {})
+    module, function = stage.run.split(":")
+    run = getattr(importlib.import_module(module), function)
+    names = {n: getattr(args, n, None) for n in ("dataset", "model", "backbone", "seed")}
+    names["seed"] = names["seed"] if names["seed"] is not None else kwargs.get("seed", cfg.get("seed"))
+    if names["seed"] is not None and "seed" in inspect.signature(run).parameters:
+        kwargs["seed"] = names["seed"]  # the split's seed, a training run's seed
+    if names["backbone"] is None and cfg.get("backbone"):
+        names["backbone"] = cfg["backbone"]["name"]
+    for f in stage.inputs + stage.outputs:
+        try:
+            kwargs[f"{f}_path"] = getattr(args, f) or _fill(f, names, stage)
+        except ConfigError:
+            if f not in stage.optional:  # e.g. features: a model without a backbone has none
+                raise
+    runs = kwargs.pop("runs", None)
+    if stage.each_run:
+        kwargs["models"] = [m for m, _ in runs]
+        for f in stage.each_run:
+            kwargs[f"{f}_paths"] = getattr(args, f) or [_fill(f, {**names, "model": m, "seed": s}, stage)
+                                                        for m, s in runs]
+        for f in stage.each_model:
+            kwargs[f"{f}_paths"] = getattr(args, f) or [_fill(f, {**names, "model": m}, stage)
+                                                        for m in dict.fromkeys(kwargs["models"])]
+    kwargs.update({o: getattr(args, o) for o in stage.options if getattr(args, o) is not None})
+    return run, kwargs
 
 
 def run_stage(args: argparse.Namespace) -> None:
-    stage = STAGES[args.stage]
-    cfg = _config(args, stage) if stage.section or stage.from_config else None
-    positional, kwargs, name = [], {}, None
-    if stage.section:
-        name = getattr(args, f"{stage.section}_name")
-        positional.append(SECTIONS[stage.section](cfg, name) if name else
-                          section_from_json(stage.section, getattr(args, stage.section)))
-    if cfg is not None:
-        kwargs.update({v: CONFIG_VALUES[v](cfg, name, getattr(args, "models", [])) for v in stage.from_config})
-    kwargs.update({f"{f}_path": getattr(args, f) for f in stage.inputs + stage.outputs})
-    kwargs.update({f"{f}_paths": getattr(args, f) for f in stage.each_run + stage.each_model})
-    kwargs.update({o: getattr(args, o) for o in stage.options})
-    if stage.compute:
+    run, kwargs = stage_call(args)
+    if STAGES[args.stage].compute:
         from reprozoo.engine import pick_device
 
         kwargs["device"] = pick_device(args.device, args.threads)
-    module, function = stage.run.split(":")
-    run = getattr(importlib.import_module(module), function)
-    if cfg is None and stage.from_config:  # a section given as JSON: the function's defaults, if it has them
-        params = inspect.signature(run).parameters
-        if needed := [v for v in stage.from_config if params[v].default is inspect.Parameter.empty]:
-            raise ConfigError(f"needs --config config.yaml (its {', '.join(needed)} come from the config)")
-    run(*positional, **kwargs)
+    run(**kwargs)
 
 
 def run_tool(args: argparse.Namespace) -> None:
+    if args.stage == "resolve":
+        written = resolve(args)
+        return print(f"section files: {written} written, the others unchanged")
     if args.stage == "check-config":
+        from reprozoo.config import check_config
+
         return print(check_config(args.config_file, *args.overrides, model=args.model_json))
     from reprozoo.dvc import write_dvc_yaml
 

@@ -1,36 +1,30 @@
-"""Configuration: load, merge overrides, validate, resolve one model's section.
+"""Configuration: load config.yaml, merge overrides and the experiment file, validate.
 
-Torch-free on purpose: the Snakefile imports this module on hosts that may only
-have Snakemake installed (container runs).
+What each job receives of it is reprozoo/sections.py; what each architecture accepts is read
+from the model files by reprozoo/models/sources.py. Torch-free on purpose: the Snakefile
+imports this module on hosts that may only have Snakemake installed (container runs).
 """
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import math
-import os
 from pathlib import Path
-from typing import NamedTuple
 
 import jsonschema
 import yaml
 
-from reprozoo.errors import UserError
+from reprozoo.errors import ConfigError
+from reprozoo.models.sources import Architecture, registered_architectures
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-MODELS_DIR = Path(__file__).resolve().parent / "models"
 EXPERIMENTS = "params.yaml"  # the experiment file (with_experiments), in the working directory
 
 
 # Shared defaults, defined once.
 IMAGE_SIZE = 32            # px: datasets are stored at this size unless `datasets.<name>.image_size` says otherwise
 BACKBONE_BATCH_SIZE = 256  # images per forward pass while caching a frozen backbone's features
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration problem, reported as one line naming the key."""
 
 
 def load_schema() -> dict:
@@ -66,6 +60,8 @@ def load_config(path: str | Path, *overrides: str | Path, experiments: str | Pat
 
 def check_config(path: str | Path, *overrides: str | Path, model: str | None = None) -> str:
     """`check-config`: the resolved plan of a valid config, or models.<model> as its stages get it."""
+    from reprozoo.sections import resolve_model
+
     cfg = load_config(path, *overrides)
     if model:
         return json.dumps(resolve_model(cfg, model), indent=2, sort_keys=True)
@@ -252,30 +248,6 @@ def _check_args(key: str, name: str, arch: "Architecture", args: dict) -> None:
                           f"(it takes: {', '.join(a for a in arch.args if a != 'num_classes')})")
 
 
-def resolve_model(cfg: dict, name: str) -> dict:
-    """The model's own view of the config: protocol defaults merged with its section.
-
-    This is all a tune/train/evaluate stage receives, so a change to one model's
-    section changes only that model's jobs.
-    """
-    if name not in cfg["models"]:
-        raise ConfigError(f"config key 'models': unknown model '{name}' "
-                          f"(defined: {', '.join(sorted(cfg['models']))})")
-    protocol = {k: v for k, v in cfg["protocol"].items() if k != "split"}
-    resolved = deep_merge(protocol, cfg["models"][name])
-    resolved.setdefault("args", {})
-    # The reported numbers matter to training only under `hparams: paper` (lr, epochs);
-    # the rest of the paper block goes to the report alone, so editing it reruns only the report.
-    resolved.pop("verify", None)  # the verifier's expectations reach only the verify stage
-    resolved.pop("paper", None)
-    resolved["paper"] = paper_hparams(cfg, name) if resolved["hparams"] == "paper" else {}
-    if "backbone" in resolved:
-        resolved["backbone"] = {"name": resolved["backbone"], **cfg["backbones"][resolved["backbone"]]}
-    resolved["name"] = name
-    resolved["seed"] = cfg["seed"]
-    return resolved
-
-
 def paper_hparams(cfg: dict, name: str) -> dict:
     """The reported lr and epochs that model (or ablation) `name` trains with under
     `hparams: paper`. An ablation the study gives none for takes its base's, with
@@ -291,83 +263,6 @@ def paper_hparams(cfg: dict, name: str) -> dict:
     return found
 
 
-def resolve_backbone(cfg: dict, name: str) -> dict:
-    """What cached features depend on: the backbone and the input normalisation, nothing else."""
-    if name not in cfg.get("backbones", {}):
-        raise ConfigError(f"config key 'backbones': unknown backbone '{name}'")
-    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **cfg["backbones"][name],
-            "normalize": cfg["protocol"]["normalize"]}
-
-
-def resolve_dataset(cfg: dict, name: str) -> dict:
-    if name not in cfg["datasets"]:
-        raise ConfigError(f"config key 'datasets': unknown dataset '{name}' "
-                          f"(defined: {', '.join(sorted(cfg['datasets']))})")
-    section = cfg["datasets"][name]
-    return dataset_section(name, section)
-
-
-def dataset_section(name: str, section: dict) -> dict:
-    """A dataset's section as a stage receives it: its name, the stored image size, whether it is the paper's."""
-    return {"name": name, "image_size": IMAGE_SIZE, "paper_dataset": section["kind"] == "cifar10", **section}
-
-
-def section_from_json(kind: str, text: str) -> dict:
-    """A stage's section given as JSON on the command line (`--model JSON`, tests and one-off runs)
-    instead of by name: checked as the config's, completed as the resolver completes it."""
-    what = f"--{kind}"
-    if kind == "model":
-        return parse_json_arg(text, what, "resolved_model")
-    value = parse_json_arg(text, what)
-    name, normalize = value.pop("name", None), value.pop("normalize", None) if kind == "backbone" else None
-    if not name:
-        raise ConfigError(f"{what}: missing key 'name'")
-    validate_against(value, kind, prefix=what)
-    if kind == "dataset":
-        return dataset_section(name, value)
-    if not normalize:
-        raise ConfigError(f"{what}: needs 'normalize' besides the backbone section")
-    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **value, "normalize": normalize}
-
-
-# A stage's section, resolved by name (reprozoo/stages.py `section`): the same function for the
-# Snakefile (a job's rerun params) and the CLI (what the stage runs with).
-SECTIONS = {"dataset": resolve_dataset, "model": resolve_model, "backbone": resolve_backbone}
-
-
-def _report_models(cfg: dict, models: list[str]) -> list[str]:
-    unknown = [m for m in models if m not in cfg["models"]]
-    if unknown:
-        raise ConfigError(f"--models: unknown model '{unknown[0]}' (defined: {', '.join(sorted(cfg['models']))})")
-    return list(dict.fromkeys(models))
-
-
-# What else a stage takes from the config (reprozoo/stages.py `from_config`), as
-# value(cfg, name of its section, the report's models).
-CONFIG_VALUES = {
-    "expect": lambda cfg, name, models: cfg["models"][name].get("verify", {}),
-    "extra_tests": lambda cfg, name, models: {n: s["root"] for n, s in sorted(cfg.get("extra_test", {}).items())},
-    "papers": lambda cfg, name, models: {m: cfg["models"][m].get("paper", {}) for m in _report_models(cfg, models)},
-    "study": lambda cfg, name, models: cfg.get("study", {}),
-    "ablations": lambda cfg, name, models: {m: cfg["ablations"][m] for m in _report_models(cfg, models)
-                                            if m in cfg.get("ablations", {})},
-}
-
-
-def image_folders(cfg: dict, stage: str, wildcards: dict) -> list[str]:
-    """The image folders a job of `stage` reads besides its input files: an imagefolder
-    dataset's train/ and test/ (download, prepare), each extra test set's test/ (evaluate).
-    Snakemake sees their content through a digest param (rules/common.smk), DVC as
-    folder deps it hashes (reprozoo/dvc.py): both engines take the list from here."""
-    if stage in ("download", "prepare"):
-        dataset = resolve_dataset(cfg, wildcards["dataset"])
-        if dataset["kind"] == "imagefolder":
-            return [os.path.join(dataset["root"], split) for split in ("train", "test")]
-    if stage == "evaluate":
-        return [os.path.join(spec["root"], "test") for _, spec in sorted(cfg.get("extra_test", {}).items())]
-    return []
-
-
 def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:
     """Parse a JSON config section given on the command line, validating it."""
     try:
@@ -379,65 +274,3 @@ def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:
     if schema_ref is not None:
         validate_against(value, schema_ref, prefix=what)
     return value
-
-
-class Architecture(NamedTuple):
-    """What the torch-free side (the Snakefile, config checks) knows of a registered architecture:
-    read from its `@register_model(...)` decorator, the same declaration reprozoo.models imports."""
-    source: Path                     # the file that defines it
-    objective: str                   # `objective=`, default "classification"
-    declares: frozenset[str]         # which of attention / reference / samples it declares
-    args: tuple[str, ...]            # the factory's keyword arguments
-    any_keyword: bool                # the factory takes **kwargs
-
-
-def registered_architectures() -> dict[str, Architecture]:
-    """Architecture name -> its declarations, parsed with `ast` instead of imported, so that it
-    works without torch and the Snakefile can list a model's own source file as an input of its jobs."""
-    found: dict[str, Architecture] = {}
-    for path in sorted(MODELS_DIR.glob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for dec in node.decorator_list:
-                target = dec.func if isinstance(dec, ast.Call) else dec
-                if isinstance(target, ast.Name) and target.id == "register_model":
-                    keywords = {kw.arg: kw.value for kw in getattr(dec, "keywords", [])}
-                    objective = keywords.get("objective")
-                    names = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs]
-                    found[node.name] = Architecture(
-                        path, objective.value if isinstance(objective, ast.Constant) else "classification",
-                        frozenset(k for k in ("attention", "reference", "samples") if k in keywords),
-                        tuple(names), node.args.kwarg is not None)
-    return found
-
-
-def architectures_declaring(figure: str) -> set[str]:
-    """Architectures whose registry entry declares `figure` (attention, reference, samples)."""
-    return {name for name, arch in registered_architectures().items() if figure in arch.declares}
-
-
-def _sibling_imports(path: Path) -> set[Path]:
-    """Model modules that `path` imports (`from reprozoo.models.layers import ...`)."""
-    deps = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reprozoo.models."):
-            dep = MODELS_DIR / (node.module.split(".")[-1] + ".py")
-            if dep.is_file():
-                deps.add(dep)
-    return deps
-
-
-def model_sources(arch: str) -> list[Path]:
-    """The architecture's own file plus the model modules it builds on, transitively."""
-    archs = registered_architectures()
-    if arch not in archs:
-        raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(sorted(archs))})")
-    files, todo = [], [archs[arch].source]
-    while todo:
-        path = todo.pop()
-        if path not in files:
-            files.append(path)
-            todo.extend(sorted(_sibling_imports(path)))
-    return files

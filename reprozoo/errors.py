@@ -11,3 +11,7 @@ class UserError(Exception):
 
 class DiskFull(UserError, OSError):
     """No space left while writing an output (nothing half-written is left behind)."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem, reported as one line naming the key."""

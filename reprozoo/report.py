@@ -6,8 +6,9 @@ Writes, for one dataset:
   (reproduced within 5% / deviates / not comparable / no progress);
 - ablations.csv: each variant beside its base and, where reported, the paper;
 - verification.csv: the module verifier's summary per model;
-- summary.json: each model's (and ablation's) test accuracy and loss, mean over seeds:
-  DVC's metric for comparing experiments (`dvc exp show`: short columns `mlp.accuracy`);
+- summary.json: the study in six numbers (models, how many reproduced, deviate, are not
+  comparable or made no progress on accuracy, their mean test accuracy): DVC's metrics, few
+  enough that `dvc metrics show` and `dvc exp show` fit a terminal;
 - comparison.md: all of the above plus the paper spec, for people;
 - figures: training curves (all seeds), confusion matrices, the accuracy chart (each
   ablation hatched beside its base model); each as PNG and as a PDF twin for papers
@@ -34,7 +35,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from reprozoo.config import ConfigError  # noqa: E402
+from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.progress import no_progress  # noqa: E402
 from reprozoo.io import atomic_path, fmt_duration, pdf_twin, read_json, write_csv, write_json, write_text  # noqa: E402
 
@@ -63,6 +64,16 @@ def verdict(reproduced: float, reported: float | None, not_comparable: str | Non
     if not_comparable:
         return f"not comparable ({not_comparable})"
     return "reproduced" if deviation(reproduced, reported)[2] == "ok" else "DEVIATES"
+
+
+def summarise(verdicts: pd.DataFrame, table: pd.DataFrame) -> dict:
+    """summary.json: per verdict on test accuracy, how many models got it; their mean accuracy."""
+    accuracy = verdicts.loc[verdicts["metric"] == "accuracy", "verdict"].astype(str)
+    return {"models": len(accuracy), "reproduced": int((accuracy == "reproduced").sum()),
+            "deviates": int(accuracy.str.startswith("DEVIATES").sum()),
+            "not_comparable": int(accuracy.str.startswith("not comparable").sum()),
+            "no_progress": int(accuracy.str.startswith("NO PROGRESS").sum()),
+            "mean_accuracy": round(float(pd.to_numeric(table["accuracy"], errors="coerce").mean()), 2)}
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -403,8 +414,7 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     write_csv(ablation_table_path or out / "ablations.csv", ablation_table, index=False)
     write_csv(verification_table_path or out / "verification.csv", verification, index=False)
     if summary_path is not None:
-        write_json(summary_path, {name: {key: res.mean_std(name, key)[0] for key in ("accuracy", "loss")}
-                                  for name in res.order})
+        write_json(summary_path, summarise(verdicts, table))
 
     lines = [f"# reprozoo: reproduction report on `{dataset['name']}`", "",
              "Reproduced = this pipeline; paper = the study (CIFAR-10 test set, Kaggle P100). "

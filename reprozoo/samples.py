@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from reprozoo.config import ConfigError  # noqa: E402
+from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
 from reprozoo.evaluate import load_weights  # noqa: E402

@@ -1,26 +1,17 @@
-"""Every pipeline stage, declared once, and the one table of artifact paths.
+"""The one table of artifact paths, and what each stage's command line takes.
 
-A stage is a function `module.function(section, <file>_path ..., <option> ..., device=...)`.
-Its declaration below says
-- which config section it reads (`section`): it gets the section's name and the config
-  files (`--config config.yaml [--config override.yaml] [--experiments params.yaml]
-  --model-name mlp`) and resolves the section itself with reprozoo.config, so no command
-  line carries config JSON;
-- what more it takes from the config (`from_config`: verify's expectations, the report's
-  papers, study and ablations, evaluate's extra test sets: CONFIG_VALUES);
-- the files it reads and writes, by their names in PATHS (`--data PATH` becomes the
-  argument `data_path`; the report's per-model files `--metrics P1 P2 ...`, `metrics_paths`);
-- its other options, with what a Snakemake rule passes for each (`rule`).
+`python -m reprozoo <stage>` runs `module.function(<its section file's arguments>, <file>_path ...,
+device=...)`. The declarations below say which section file a stage reads (the arguments the
+config gives it, written by reprozoo/sections.py), which names it takes (`--dataset digits
+--model mlp --seed 3407`), the files it reads and writes by their names in PATHS (`--data PATH`
+becomes the argument `data_path`; each defaults to its PATHS entry filled with the names), and
+its other options. The CLI (reprozoo/cli.py) is built from them; the rules (rules/*.smk) name the
+same PATHS entries, and tests/test_stages_declared.py checks that each rule's files are the
+ones its command reads and writes.
 
-Everything else derives from it: the CLI's options and dispatch (reprozoo/cli.py), each
-rule's `input`, `output`, `params` and shell command (rules/common.smk: stage_inputs,
-stage_outputs, stage_params, stage_shell) and thereby dvc.yaml, whose commands are
-Snakemake's (reprozoo/dvc.py). tests/test_stages_declared.py checks that every
-declaration matches its function's signature and its rule.
-
-Adding a per-model stage that feeds the report: its module (reprozoo/<stage>.py), its
-declaration and output path here (and its name in the report's `each_run`), its rule in
-rules/model.smk, and the report's use of the file in reprozoo/report.py.
+Adding a per-model stage that feeds the report: its module (reprozoo/<stage>.py), its entry and
+output path here, its rule in rules/report.smk (with the report's new input), the report's use of
+the file in reprozoo/report.py.
 
 This module imports neither torch nor Snakemake: the Snakefile reads it at parse time.
 """
@@ -34,6 +25,15 @@ from typing import NamedTuple
 # are the rules' own (rules/common.smk).
 R = "results/{dataset}"
 PATHS = {
+    # section files: what each job reads of the config (reprozoo/sections.py)
+    "dataset_cfg": f"{R}/config/dataset.json",
+    "split_cfg": f"{R}/config/split.json",
+    "backbone_cfg": f"{R}/config/backbone-{{backbone}}.json",
+    "model_cfg": f"{R}/config/model-{{model}}.json",
+    "evaluate_cfg": f"{R}/config/evaluate-{{model}}.json",
+    "report_cfg": f"{R}/config/report.json",
+    "verify_cfg": "results/config/verify-{model}.json",
+    # artifacts
     "manifest": "resources/{dataset}/manifest.json",
     "data": f"{R}/data.npz",
     "split": f"{R}/split-seed{{seed}}.json",
@@ -53,12 +53,12 @@ PATHS = {
     "ablation_table": f"{R}/report/ablations.csv",
     "verification_table": f"{R}/report/verification.csv",
     "summary": f"{R}/report/summary.json",
-    # figures (each with a PDF twin, reprozoo.io.pdf_twin)
+    # figures (each with a PDF twin, reprozoo.io.pdf_twin): the report's, then those a model declares
     "curves": f"{R}/report/figures/curves_{{model}}.png",
     "confusion_plot": f"{R}/report/figures/confusion_{{model}}.png",
     "accuracy_plot": f"{R}/report/figures/accuracy.png",
-    "attention_plot": f"{R}/report/figures/attention_{{model}}.png",
-    "samples_plot": f"{R}/report/figures/samples_{{model}}.png",
+    "attention_plot": f"{R}/report/models/attention_{{model}}.png",
+    "samples_plot": f"{R}/report/models/samples_{{model}}.png",
 }
 
 
@@ -76,21 +76,18 @@ class Option(NamedTuple):
     help: str
     type: type = str
     default: object = None
-    required: bool = False
-    rule: str | None = None   # what a Snakemake rule passes ("{wildcards.seed}"); None: the default
-    many: bool = False        # one or more values (`--models a b`)
 
 
 class Stage(NamedTuple):
     run: str                          # "module:function"
     help: str
-    section: str | None = None        # "dataset", "model" or "backbone": resolved from the config by name
+    section: str                      # its section file, by name in PATHS: the function's config arguments
+    names: tuple[str, ...]            # of dataset, model, backbone, seed: what its paths are filled with
     inputs: tuple[str, ...] = ()      # names in PATHS: `--<name> PATH`, argument `<name>_path`
     outputs: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()    # inputs and outputs a job may go without (`--features` alone: none)
+    optional: tuple[str, ...] = ()    # files a job may go without (`features`: only a model with a backbone)
     each_run: tuple[str, ...] = ()    # report: inputs with one path per model and seed (`<name>_paths`)
     each_model: tuple[str, ...] = ()  # report: inputs with one path per model
-    from_config: tuple[str, ...] = () # more arguments taken from the config (reprozoo.config.CONFIG_VALUES)
     options: dict[str, Option] = {}
     compute: bool = False             # --device, --threads
 
@@ -98,48 +95,41 @@ class Stage(NamedTuple):
         return self.inputs + self.each_run + self.each_model + self.outputs
 
 
+MODEL, DATA_MODEL, RUN = ("model",), ("dataset", "model"), ("dataset", "model", "seed")
 STAGES: dict[str, Stage] = {
     "download": Stage("reprozoo.data:download", "fetch (cifar10) or check (digits, imagefolder) raw data",
-                      section="dataset", outputs=("manifest",)),
-    "prepare": Stage("reprozoo.data:prepare", "raw data -> one uint8 array file (data.npz)",
-                     section="dataset", inputs=("manifest",), outputs=("data",)),
+                      "dataset_cfg", ("dataset",), outputs=("manifest",)),
+    "prepare": Stage("reprozoo.data:prepare", "raw data -> one uint8 array file (data.npz)", "dataset_cfg",
+                     ("dataset",), inputs=("manifest",), outputs=("data",)),
     "split": Stage("reprozoo.data:write_split", "the study's seeded tuning split as index lists + checksum",
-                   inputs=("data",), outputs=("split",), options={
-                       "seed": Option("seed of the split", int, required=True, rule="{wildcards.seed}"),
-                       "tune_fraction": Option("share of train used for tuning", float, required=True, rule="{params.tune_fraction}"),
-                       "val_fraction": Option("share of the tuning subset for validation", float, required=True,
-                                              rule="{params.val_fraction}")}),
+                   "split_cfg", ("dataset", "seed"), inputs=("data",), outputs=("split",)),
     "cache-features": Stage("reprozoo.features:cache_features",
-                            "run a frozen backbone once over a dataset; store fp16 features",
-                            section="backbone", inputs=("data",), outputs=("features",), compute=True),
-    "verify": Stage("reprozoo.verify:verify",
-                    "module-level checks of one model (no data): stats, gradients, references",
-                    section="model", outputs=("verify",), from_config=("expect",)),
-    "tune": Stage("reprozoo.tune:tune", "hyperopt TPE over lr (or the paper's lr/epochs)", section="model",
+                            "run a frozen backbone once over a dataset; store fp16 features", "backbone_cfg",
+                            ("dataset", "backbone"), inputs=("data",), outputs=("features",), compute=True),
+    "verify": Stage("reprozoo.verify:verify", "module-level checks of one model (no data): stats, gradients, references",
+                    "verify_cfg", MODEL, outputs=("verify",)),
+    "tune": Stage("reprozoo.tune:tune", "hyperopt TPE over lr (or the paper's lr/epochs)", "model_cfg", DATA_MODEL,
                   inputs=("data", "split", "features"), outputs=("trials", "best"), optional=("features",),
                   compute=True),
-    "train": Stage("reprozoo.train:train", "final training on the full training set", section="model",
+    "train": Stage("reprozoo.train:train", "final training on the full training set", "model_cfg", RUN,
                    inputs=("data", "split", "best", "features"), outputs=("weights", "history", "run"),
-                   optional=("features",), compute=True, options={
-                       "seed": Option("seed of this run (default: the config's); repeats use seed, seed+1, ...",
-                                      int, rule="{wildcards.seed}")}),
+                   optional=("features",), compute=True),
     "evaluate": Stage("reprozoo.evaluate:evaluate", "test metrics, per-class accuracy, confusion matrix",
-                      section="model", inputs=("data", "weights", "features"),
+                      "evaluate_cfg", RUN, inputs=("data", "weights", "features"),
                       outputs=("metrics", "confusion", "predictions"), optional=("features", "predictions"),
-                      from_config=("extra_tests",), compute=True),
+                      compute=True),
     "attention": Stage("reprozoo.attention:attention_figure",
-                       "class-token attention maps per layer of a trained ViT (one test image)", section="model",
+                       "class-token attention maps per layer of a trained ViT (one test image)", "model_cfg", DATA_MODEL,
                        inputs=("data", "weights"), outputs=("attention_plot",),
                        options={"index": Option("which test image (default: the first)", int, 0)}),
     "samples": Stage("reprozoo.samples:samples_figure",
-                     "sample grid (+ reconstructions or G/D losses) of a trained vae or acgan", section="model",
+                     "sample grid (+ reconstructions or G/D losses) of a trained vae or acgan", "model_cfg", DATA_MODEL,
                      inputs=("data", "weights", "history"), outputs=("samples_plot",)),
-    "report": Stage("reprozoo.report:report", "comparison table (CSV + Markdown) and figures", section="dataset",
-                    each_run=("metrics", "run", "best", "history", "confusion"), each_model=("verify",),
-                    optional=("confusion", "verify", "verdicts", "ablation_table", "verification_table", "summary"),
+    "report": Stage("reprozoo.report:report", "comparison table (CSV + Markdown) and figures", "report_cfg",
+                    ("dataset",), each_run=("metrics", "run", "best", "history", "confusion"), each_model=("verify",),
                     outputs=("table_csv", "table_md", "verdicts", "ablation_table", "verification_table", "summary",
-                             "accuracy_plot"),  # the other figures go beside the accuracy chart
-                    from_config=("papers", "study", "ablations"),
-                    options={"models": Option("model of each run, in the order of the per-run files", many=True,
-                                              required=True, rule="{params.models}")}),
+                             "accuracy_plot")),  # the other figures go beside the accuracy chart
 }
+# The section a stage may be given as JSON instead of a file (`--model-json`), and its argument.
+JSON_SECTIONS = {"dataset_cfg": ("dataset", "dataset"), "backbone_cfg": ("backbone", "spec"),
+                 "model_cfg": ("model", "cfg"), "evaluate_cfg": ("model", "cfg"), "verify_cfg": ("model", "cfg")}

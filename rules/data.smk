@@ -8,49 +8,44 @@ localrules:
 
 rule download:
     """Fetch (or find offline) the dataset's source files; record what was found in the manifest."""
+    input:
+        cfg=PATHS["dataset_cfg"],
     output:
-        **stage_outputs("download"),
+        manifest=PATHS["manifest"],
     log:
-        expand(LOG, stage="download", allow_missing=True),
+        "logs/{dataset}/download.log",
     conda:
         "../envs/reprozoo.yaml"
-    params:
-        **stage_params("download"),
-        trees=image_trees("download"),  # an imagefolder's content: the manifest records it
     shell:
-        stage_shell("download")
+        "python -m reprozoo download --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule prepare:
     """Decode the dataset once into uint8 arrays (data.npz): what every later stage reads."""
     input:
-        **stage_inputs("prepare"),
+        cfg=PATHS["dataset_cfg"],
+        manifest=PATHS["manifest"],
         code=src("data.py"),
     output:
-        **stage_outputs("prepare"),
+        data=PATHS["data"],
     log:
-        expand(LOG, stage="prepare", allow_missing=True),
+        "logs/{dataset}/prepare.log",
     conda:
         "../envs/reprozoo.yaml"
-    params:
-        **stage_params("prepare"),
-        trees=image_trees("prepare"),
     shell:
-        stage_shell("prepare")
+        "python -m reprozoo prepare --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule split:
     """The study's seeded tuning split: 20% of train, split 80/20 into tune-train and tune-val."""
     input:
-        **stage_inputs("split"),
+        cfg=PATHS["split_cfg"],
+        data=PATHS["data"],
     output:
-        **stage_outputs("split"),
+        split=PATHS["split"],
     log:
         "logs/{dataset}/split-seed{seed}.log",
     conda:
         "../envs/reprozoo.yaml"
-    params:
-        tune_fraction=config["protocol"]["split"]["tune_fraction"],
-        val_fraction=config["protocol"]["split"]["val_fraction"],
     shell:
-        stage_shell("split")
+        "python -m reprozoo split --dataset {wildcards.dataset} --seed {wildcards.seed} > {log} 2>&1"

@@ -1,25 +1,25 @@
-# cache_features: a frozen backbone runs once over a dataset. Depends only on the
-# dataset, the backbone's section (arch, weights, input size) and the
-# normalisation, so retuning or changing a probe's head never recomputes it.
+# cache_features: a frozen backbone runs once over a dataset. Its section file holds only the
+# backbone (arch, weights, input size) and the normalisation, so retuning or changing a
+# probe's head never recomputes it.
 
 
 rule cache_features:
     """Run a frozen backbone once over every image; probes train on these features alone."""
     input:
-        **stage_inputs("cache-features"),
+        cfg=PATHS["backbone_cfg"],
+        data=PATHS["data"],
         code=[src("features.py"), src("models", "pretrained.py")],
     output:
-        **stage_outputs("cache-features"),
+        features=PATHS["features"],
     log:
         "logs/{dataset}/cache_features/{backbone}.log",
     benchmark:
-        FEATURES_BENCHMARK
+        "logs/{dataset}/benchmarks/cache_features/{backbone}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: JOB_THREADS
     resources:
         gpu=1,
-    params:
-        **stage_params("cache-features"),
     shell:
-        stage_shell("cache-features")
+        "python -m reprozoo cache-features --dataset {wildcards.dataset} --backbone {wildcards.backbone}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,68 +1,80 @@
-# tune -> train -> evaluate: one model on one dataset.
+# tune -> train -> evaluate: one model on one dataset. A model's section file also tracks its
+# own source files (reprozoo/sections.py), so editing reprozoo/models/cnn.py reruns cnn alone.
 
 
 rule tune:
     """hyperopt over the lr on the tuning split (20 trials, early stopping), or the paper's lr and epochs."""
     input:
-        **stage_inputs("tune"),
-        code=model_code("tune"),
+        cfg=PATHS["model_cfg"],
+        data=PATHS["data"],
+        split=study_split,
+        features=backbone_features,
+        code=[src("engine.py"), src("tune.py")],
     output:
-        **stage_outputs("tune"),
+        trials=PATHS["trials"],
+        best=PATHS["best"],
     log:
-        expand(MODEL_LOG, stage="tune", allow_missing=True),
+        "logs/{dataset}/tune/{model}.log",
     benchmark:
-        TUNE_BENCHMARK
+        "logs/{dataset}/benchmarks/tune/{model}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: JOB_THREADS
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
-    params:
-        **stage_params("tune"),
     shell:
-        stage_shell("tune")
+        "python -m reprozoo tune --dataset {wildcards.dataset} --model {wildcards.model} --threads {threads}"
+        " > {log} 2>&1"
 
 
 rule train:
     """Final training on the whole training set at the tuned lr for the tuned epochs; test set every epoch."""
     input:
-        **stage_inputs("train"),
-        code=model_code("train"),
+        cfg=PATHS["model_cfg"],
+        data=PATHS["data"],
+        split=study_split,
+        best=PATHS["best"],
+        features=backbone_features,
+        code=[src("engine.py"), src("train.py")],
     output:
-        **stage_outputs("train"),
+        weights=PATHS["weights"],
+        history=PATHS["history"],
+        run=PATHS["run"],
     log:
-        expand(SEED_LOG, stage="train", allow_missing=True),
+        "logs/{dataset}/train/{model}/seed{seed}.log",
     benchmark:
-        TRAIN_BENCHMARK
+        "logs/{dataset}/benchmarks/train/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
-    params:
-        **stage_params("train"),
+        gpu=1,
     shell:
-        stage_shell("train")
+        "python -m reprozoo train --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed}"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule evaluate:
     """Test accuracy, loss, confusion matrix and per-image predictions of the trained weights (plus extra test sets)."""
     input:
-        **stage_inputs("evaluate"),
-        code=model_code("evaluate"),
+        cfg=PATHS["evaluate_cfg"],
+        data=PATHS["data"],
+        weights=PATHS["weights"],
+        features=backbone_features,
+        code=[src("engine.py"), src("evaluate.py")],
     output:
-        **stage_outputs("evaluate"),
+        metrics=PATHS["metrics"],
+        confusion=PATHS["confusion"],
+        predictions=PATHS["predictions"],
     log:
-        expand(SEED_LOG, stage="evaluate", allow_missing=True),
+        "logs/{dataset}/evaluate/{model}/seed{seed}.log",
     benchmark:
-        EVALUATE_BENCHMARK
+        "logs/{dataset}/benchmarks/evaluate/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     threads: JOB_THREADS
     resources:
-        gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
-    params:
-        **stage_params("evaluate"),
-        trees=image_trees("evaluate"),
+        gpu=1,
     shell:
-        stage_shell("evaluate")
+        "python -m reprozoo evaluate --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,20 +1,28 @@
-# report: the comparison table and the study's figures for one dataset.
+# report: the comparison table and the study's figures for one dataset, and the figures
+# that models declare (attention maps, sample grids).
 
 
 rule report:
     """The comparison table beside the paper's numbers, verdicts, ablations and the figures."""
     input:
-        **stage_inputs("report"),
+        cfg=PATHS["report_cfg"],
+        metrics=per_run("metrics"),
+        run=per_run("run"),
+        best=per_run("best"),
+        history=per_run("history"),
+        confusion=per_run("confusion"),
+        verify=expand(PATHS["verify"], model=MODELS),
         code=src("report.py"),
     output:
-        **stage_outputs(
-            "report",
-            table_csv=("comparison", "Tables"),
-            verdicts=("verdicts", "Tables"),
-            ablation_table=("ablations", "Tables"),
-            verification_table=("verification", "Tables"),
-            accuracy_plot=("accuracy", "Figures"),
+        table_csv=report(PATHS["table_csv"], caption="../workflow/report/comparison.rst", category="Tables"),
+        table_md=PATHS["table_md"],
+        verdicts=report(PATHS["verdicts"], caption="../workflow/report/verdicts.rst", category="Tables"),
+        ablation_table=report(PATHS["ablation_table"], caption="../workflow/report/ablations.rst", category="Tables"),
+        verification_table=report(
+            PATHS["verification_table"], caption="../workflow/report/verification.rst", category="Tables"
         ),
+        summary=PATHS["summary"],
+        accuracy_plot=report(PATHS["accuracy_plot"], caption="../workflow/report/accuracy.rst", category="Figures"),
         curves=report(
             expand(PATHS["curves"], model=MODELS, allow_missing=True),
             caption="../workflow/report/curves.rst",
@@ -32,47 +40,49 @@ rule report:
             )
         ],
     log:
-        expand(LOG, stage="report", allow_missing=True),
+        "logs/{dataset}/report.log",
     conda:
         "../envs/reprozoo.yaml"
-    params:
-        **stage_params("report"),
-        models=report_models,
     shell:
-        stage_shell("report")
+        "python -m reprozoo report --dataset {wildcards.dataset} > {log} 2>&1"
 
 
 rule attention:
     """Class-token attention maps of a transformer (models that declare them)."""
     input:
-        **stage_inputs("attention"),
+        cfg=PATHS["model_cfg"],
+        data=PATHS["data"],
+        weights=study_run("weights"),
         code=src("attention.py"),
     output:
-        **stage_outputs("attention", attention_plot=("attention", "Attention maps")),
+        attention_plot=report(
+            PATHS["attention_plot"], caption="../workflow/report/attention.rst", category="Attention maps"
+        ),
         pdf=pdf_twin(PATHS["attention_plot"]),
     log:
-        expand(MODEL_LOG, stage="attention", allow_missing=True),
+        "logs/{dataset}/attention/{model}.log",
     conda:
         "../envs/reprozoo.yaml"
-    params:
-        **stage_params("attention"),
     shell:
-        stage_shell("attention")
+        "python -m reprozoo attention --dataset {wildcards.dataset} --model {wildcards.model} > {log} 2>&1"
 
 
 rule samples:
     """Class-conditional sample grids of a generative classifier (models that declare them)."""
     input:
-        **stage_inputs("samples"),
+        cfg=PATHS["model_cfg"],
+        data=PATHS["data"],
+        weights=study_run("weights"),
+        history=study_run("history"),
         code=src("samples.py"),
     output:
-        **stage_outputs("samples", samples_plot=("samples", "Generative models")),
+        samples_plot=report(
+            PATHS["samples_plot"], caption="../workflow/report/samples.rst", category="Generative models"
+        ),
         pdf=pdf_twin(PATHS["samples_plot"]),
     log:
-        expand(MODEL_LOG, stage="samples", allow_missing=True),
+        "logs/{dataset}/samples/{model}.log",
     conda:
         "../envs/reprozoo.yaml"
-    params:
-        **stage_params("samples"),
     shell:
-        stage_shell("samples")
+        "python -m reprozoo samples --dataset {wildcards.dataset} --model {wildcards.model} > {log} 2>&1"

@@ -5,14 +5,13 @@
 rule verify:
     """Module checks of one architecture against references (shapes, parameter count, gradients)."""
     input:
-        code=model_code("verify"),
+        cfg=PATHS["verify_cfg"],
+        code=[src("engine.py"), src("verify.py")],
     output:
-        **stage_outputs("verify"),
+        verify=PATHS["verify"],
     log:
         "logs/verify/{model}.log",
     conda:
         "../envs/reprozoo.yaml"
-    params:
-        **stage_params("verify"),
     shell:
-        stage_shell("verify")
+        "python -m reprozoo verify --model {wildcards.model} > {log} 2>&1"

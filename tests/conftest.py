@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from reprozoo.config import deep_merge, load_config, resolve_model
+from reprozoo.config import deep_merge, load_config
+from reprozoo.sections import resolve_model
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep test output readable
@@ -163,3 +164,10 @@ def demo_run(tmp_path_factory):
     result = run_snakemake("--cores", "2", "--configfile", "config/demo.yaml", cwd=work)
     assert result.returncode == 0, result.stderr[-5000:]
     return work, time.perf_counter() - start
+
+
+def split_section(folder: Path) -> Path:
+    """A split section file (results/<dataset>/config/split.json): the study's fractions."""
+    path = folder / "split-section.json"
+    path.write_text('{"seed": 3407, "tune_fraction": 0.2, "val_fraction": 0.2}\n')
+    return path

@@ -3,7 +3,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli, run_snakemake
-from reprozoo.config import ConfigError, expand_ablations, load_config, resolve_model, validate_config
+from reprozoo.config import ConfigError, expand_ablations, load_config, validate_config
+from reprozoo.sections import resolve_model
 
 
 def test_study_config_is_the_published_study(study_cfg):
@@ -117,10 +118,10 @@ def test_cli_stage_validates_its_model_section(digits_npz, digits_split, tmp_pat
     import json
 
     model = {**resolve_model(demo_cfg, "mlp"), "batch_size": -1}
-    result = run_cli("tune", "--model", json.dumps(model), "--data", digits_npz, "--split", digits_split,
+    result = run_cli("tune", "--model-json", json.dumps(model), "--data", digits_npz, "--split", digits_split,
                      "--trials", tmp_path / "t.csv", "--best", tmp_path / "b.json")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("reprozoo tune: error: config key '--model.batch_size'")
+    assert result.stderr.strip().splitlines()[-1].startswith("reprozoo tune: error: config key '--model-json.batch_size'")
     assert not (tmp_path / "b.json").exists()
 
 
@@ -128,7 +129,7 @@ def test_cli_wrong_model_args_named(digits_npz, digits_split, tmp_path, demo_cfg
     import json
 
     model = {**resolve_model(demo_cfg, "cnn"), "args": {"chanels": [8]}}
-    result = run_cli("tune", "--model", json.dumps(model), "--data", digits_npz, "--split", digits_split,
+    result = run_cli("tune", "--model-json", json.dumps(model), "--data", digits_npz, "--split", digits_split,
                      "--trials", tmp_path / "t.csv", "--best", tmp_path / "b.json")
     assert result.returncode == 2
     assert "'chanels'" in result.stderr and "Traceback" not in result.stderr

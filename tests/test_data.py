@@ -37,7 +37,7 @@ def test_imagefolder_missing_split_names_the_folder(tmp_path):
     import shutil
 
     shutil.rmtree(root / "test")
-    result = run_cli("download", "--dataset", json.dumps({"name": "t", "kind": "imagefolder", "root": str(root)}),
+    result = run_cli("download", "--dataset-json", json.dumps({"name": "t", "kind": "imagefolder", "root": str(root)}),
                      "--manifest", tmp_path / "m.json")
     assert result.returncode == 2
     assert result.stderr.strip() .splitlines()[-1] == (
@@ -103,7 +103,8 @@ def test_split_follows_the_protocol():
 
 def test_split_file_is_byte_identical_for_the_same_seed(digits_npz, tmp_path):
     write_split(digits_npz, tmp_path / "a.json", 3407, 0.2, 0.2)
-    result = run_cli("split", "--data", digits_npz, "--seed", 3407, "--tune-fraction", 0.2, "--val-fraction", 0.2,
+    (tmp_path / "split-cfg.json").write_text(json.dumps({"tune_fraction": 0.2, "val_fraction": 0.2, "seed": 1}))
+    result = run_cli("split", "--split-cfg", tmp_path / "split-cfg.json", "--data", digits_npz, "--seed", 3407,
                      "--split", tmp_path / "b.json")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
@@ -119,7 +120,7 @@ def test_split_checksum_catches_edits(digits_split, tmp_path):
 
 
 def test_prepare_without_download_names_the_missing_file(tmp_path):
-    result = run_cli("prepare", "--dataset", '{"name":"digits","kind":"digits"}', "--manifest",
+    result = run_cli("prepare", "--dataset-json", '{"name":"digits","kind":"digits"}', "--manifest",
                      tmp_path / "nope.json", "--data", tmp_path / "d.npz")
     assert result.returncode == 2
     assert f"{tmp_path / 'nope.json'}: not found" in result.stderr and "Traceback" not in result.stderr

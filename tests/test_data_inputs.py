@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, copy_workflow, run_cli, run_snakemake, write_imagefolder
-from reprozoo.config import CONFIG_VALUES, load_config
+from conftest import BIN, ROOT, copy_workflow, run_cli, run_snakemake, split_section, write_imagefolder
 from reprozoo.data import DataError, download, load_arrays, prepare, read_imagefolder, tree_fingerprint
 
 # Every shell metacharacter the issue names: spaces, both quotes, `;`, `$()`, backticks (+ braces).
@@ -85,7 +84,7 @@ def test_degenerate_imagefolders_are_refused(tmp_path, case):
             f.unlink()
         (root / split / "zebra" / "notes.txt").write_text("not an image")
         expected = f"imagefolder {root / split}: class folder 'zebra/' has no images"
-    result = run_cli("download", "--dataset", imagefolder(root), "--manifest", tmp_path / "m.json")
+    result = run_cli("download", "--dataset-json", imagefolder(root), "--manifest", tmp_path / "m.json")
     assert one_line_error(result, "download").split("error: ", 1)[1].startswith(expected)
     assert not (tmp_path / "m.json").exists()
     with pytest.raises(DataError) as err:
@@ -122,7 +121,7 @@ def test_decompression_bomb_is_one_line_naming_the_file(tmp_path, side):
             prepare(json.loads(imagefolder(root)), tmp_path / "data.npz")
         return
     (tmp_path / "m.json").write_text("{}")
-    result = run_cli("prepare", "--dataset", imagefolder(root), "--manifest", tmp_path / "m.json",
+    result = run_cli("prepare", "--dataset-json", imagefolder(root), "--manifest", tmp_path / "m.json",
                      "--data", tmp_path / "data.npz")
     line = one_line_error(result, "prepare")
     assert f"error: {bomb}: refusing a possible decompression bomb" in line and "pixels" in line
@@ -142,7 +141,7 @@ def test_truncated_npz_is_one_line_saying_rerun_prepare(digits_npz, tmp_path, da
     with pytest.raises(DataError, match=f"^{re.escape(str(broken))}: truncated or corrupt .*rerun the prepare stage$"):
         load_arrays(broken)
     if damage == "cut in half":  # and through the CLI
-        result = run_cli("split", "--data", broken, "--seed", 3407, "--tune-fraction", 0.2, "--val-fraction", 0.2,
+        result = run_cli("split", "--split-cfg", split_section(tmp_path), "--data", broken, "--seed", 3407,
                          "--split", tmp_path / "split.json")
         line = one_line_error(result, "split")
         assert line.startswith(f"reprozoo split: error: {broken}: truncated or corrupt (")
@@ -198,8 +197,8 @@ def _shell_commands(output: str, stage: str) -> list[list[str]]:
 
 
 def test_extra_test_roots_reach_evaluate_through_the_config_not_the_shell(tmp_path):
-    """Dry run: no root is on a command line (evaluate reads them from the config files it is named);
-    they are the job's params, so a new root reruns evaluate, and dvc.yaml's folder deps."""
+    """Dry run: no root is on a command line (evaluate reads them from its section file, which also
+    tracks their content, so a new root reruns evaluate), and dvc.yaml's resolve stage has their folders as deps."""
     work = copy_workflow(tmp_path)
     shutil.copy2(ROOT / "dvc.yaml", work / "dvc.yaml")
     roots = {"spaces": "my extra set", "semicolon": "a; touch INJECTED; exit 0; ", "subshell": "$(touch INJECTED)",
@@ -210,19 +209,16 @@ def test_extra_test_roots_reach_evaluate_through_the_config_not_the_shell(tmp_pa
     commands = _shell_commands(result.stdout + result.stderr, "evaluate")
     assert len(commands) == 2  # mlp, cnn
     for argv in commands:
-        assert argv[argv.index("--config") + 1:argv.index("--model-name")] == [
-            "config.yaml", "--config", "tests/tiny.yaml", "--config", "extra.yaml"]
         assert not any(root in word for root in roots.values() for word in argv)
-    cfg = load_config(work / "config.yaml", work / "tests/tiny.yaml", work / "extra.yaml")
-    assert CONFIG_VALUES["extra_tests"](cfg, "mlp", []) == roots  # what evaluate gets, by name
+        section = json.loads((work / f"results/digits/config/evaluate-{argv[argv.index('--model') + 1]}.json").read_text())
+        assert section["extra_tests"] == roots  # what evaluate gets
+        assert set(section["tracks"]) >= {f"{root}/test" for root in roots.values()}  # their content: missing here
     result = run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", "--configfile", "extra.yaml", cwd=work)
     assert result.returncode == 0, result.stderr
     stages = yaml.safe_load((work / "dvc.yaml").read_text())["stages"]
-    for model in ("mlp", "cnn"):
-        stage = stages[f"evaluate-digits-{model}-3407"]
-        assert not any(root in stage["cmd"] for root in roots.values())
-        assert [d for d in stage["deps"] if d.endswith("/test")] == [f"{roots[k]}/test" for k in sorted(roots)]
-        assert {"extra.yaml": ["extra_test"]} in stage["params"]  # a new root reruns evaluate
+    assert not any(root in stage["cmd"] for stage in stages.values() for root in roots.values())
+    assert [d for d in stages["resolve"]["deps"] if d.endswith("/test")] == [f"{roots[k]}/test" for k in sorted(roots)]
+    assert {"extra.yaml": []} in stages["resolve"]["params"]  # a new root reruns resolve, then evaluate
     assert not list(work.rglob("INJECTED*"))
 
 
@@ -261,6 +257,8 @@ def snakemake_plans(work) -> set[str]:
 
 
 def dvc_changed(work) -> set[str]:
+    """The stages `dvc status` says changed, once DVC's resolve stage has written the section files."""
+    sh(BIN / "dvc", "repro", "--single-item", "resolve", cwd=work)
     status = json.loads(sh(BIN / "dvc", "status", "--json", cwd=work).stdout or "{}")
     return {name.split(":")[-1] for name in status}
 
@@ -318,7 +316,7 @@ def test_changing_an_image_reruns_prepare_and_everything_after_it_in_both_engine
         else:
             repaint(target, 99)
         assert STAGES <= snakemake_plans(work)
-        assert dvc_changed(work) == {"download-shapes", "prepare-shapes"}
+        assert dvc_changed(work) == {"download@shapes", "prepare@shapes"}
     finally:
         target.unlink(missing_ok=True)
         if before is not None:
@@ -332,7 +330,7 @@ def test_changing_an_extra_test_image_reruns_evaluation_not_training(pipeline):
     repaint(extra_root / "test/dog/0000.png", 3)
     repaint(extra_root / "test/cat/added.png", 250)
     assert snakemake_plans(work) == {"evaluate", "report"}
-    assert dvc_changed(work) == {f"evaluate-shapes-{MODEL}-3407"}
+    assert dvc_changed(work) == {f"evaluate@shapes-{MODEL}-3407"}
     metrics = f"results/shapes/eval/{MODEL}/seed3407/metrics.json"  # the report needs no rerun to prove it
     result = run_snakemake(metrics, "--cores", "2", "--configfile", *CONFIGS, cwd=work)
     assert result.returncode == 0, result.stderr[-4000:]

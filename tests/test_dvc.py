@@ -1,5 +1,5 @@
-"""DVC: dvc.yaml generated from the Snakemake DAG, `dvc repro`, params, experiments,
-a remote round trip, and Snakemake and DVC taking turns on the same outputs.
+"""DVC: dvc.yaml in DVC's idiom (matrix stages), the same jobs as Snakemake's, `dvc repro`,
+experiments, a remote round trip, and Snakemake and DVC taking turns on the same outputs.
 
 Everything runs in a temporary git + DVC repository copied from the workflow,
 never in this checkout's own .dvc. End-to-end runs use tests/tiny.yaml through
@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT, run_cli, run_snakemake
-from reprozoo import cli
-from reprozoo.config import load_config, resolve_model
+from reprozoo.config import load_config
+from reprozoo.sections import resolve_model
 
 COPY = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles", "Makefile",
-        "dvc.yaml", "params.yaml", ".dvcignore", "tests/tiny.yaml"]
+        "dvc.yaml", "params.yaml", ".dvcignore", "tests/tiny.yaml", "tests/snakemake_jobs.py"]
 TINY = "dvc.yaml"
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_DISABLE": "1",
        "DVC_NO_ANALYTICS": "1"}
@@ -71,9 +71,15 @@ def snakemake_plans(work) -> set[str]:
     return set(re.findall(r"^(?:local)?rule (\w+):$", result.stdout, re.M)) - {"all"}
 
 
+def rule_of(stage: str) -> str:
+    """The rule a DVC stage runs: `tune@digits-mlp` and `tune-vit_b16_demo@digits-vit_b16_probe` run `tune`."""
+    return stage.split("@")[0].split("-")[0]
+
+
 def dvc_plans(work) -> set[str]:
-    """The rules of the stages `dvc status` says changed (stage `tune-digits-mlp`: rule `tune`)."""
-    return {stage.split("-")[0] for stage in changed_stages(work)}
+    """The rules of the stages `dvc status` says changed, once DVC's resolve stage has written the section files."""
+    dvc("repro", "--single-item", "resolve", cwd=work)
+    return {rule_of(stage) for stage in changed_stages(work)} - {"resolve"}
 
 
 def set_config(work, change):
@@ -90,7 +96,8 @@ def restore_baseline(work):
 
 
 def pipeline_stages(work) -> set[str]:
-    return set(yaml.safe_load((work / TINY).read_text())["stages"])
+    """Every stage of dvc.yaml as DVC expands it (`tune@digits-mlp`, ...)."""
+    return set(dvc("stage", "list", "--name-only", cwd=work).stdout.split())
 
 
 def output(work, folder, name):
@@ -101,83 +108,103 @@ def output(work, folder, name):
 
 
 def model_stages(work, model) -> set[str]:
-    """The model's own stages (tune, train, evaluate, ...) and the report."""
-    return {s for s in pipeline_stages(work) if model in s.split("-")[1:] or s.startswith("report-")}
+    """The model's own stages (tune, train, evaluate, ...), the report, and DVC's resolve stage."""
+    return {s for s in pipeline_stages(work) if model in s.split("@")[-1].split("-") or rule_of(s) in ("report", "resolve")}
 
 
 # ------------------------------------------------------------------ generator and CLI (fast)
-def test_committed_dvc_yaml_is_generated_from_the_snakefile():
+def test_committed_dvc_yaml_is_generated_and_short():
     result = run_cli("dvc-yaml", "--check")  # for the config files its header records
     assert result.returncode == 0, result.stderr
+    assert len((ROOT / "dvc.yaml").read_text().splitlines()) <= 300
 
 
 def test_demo_dvc_yaml_is_generated(tmp_path):
     work = copy_workflow(tmp_path)
     assert run_cli("dvc-yaml", "--configfile", "config/demo.yaml", cwd=work).returncode == 0
     text = (work / "dvc.yaml").read_text()
-    assert "# Config: config.yaml + config/demo.yaml" in text and "--model-name resnet18" in text
+    assert "# Config: config.yaml + config/demo.yaml" in text and "foreach" not in text and "matrix:" in text
+    assert len(text.splitlines()) <= 300
     assert run_cli("dvc-yaml", "--check", cwd=work).returncode == 0
 
 
-def test_dvc_stages_are_the_snakemake_jobs(tmp_path):
-    """DVC's own reading of the generated file (vars resolved) has Snakemake's jobs, files and commands: the
-    jobs the generator lists through Snakemake's API, which are those the CLI's `snakemake -n --forceall` prints."""
+def _covers(paths: list[str], path: str) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in paths)
+
+
+@pytest.mark.parametrize("configs", [[], ["config/demo.yaml"], ["tests/tiny.yaml"]], ids=["study", "demo", "tiny"])
+def test_dvc_plans_the_snakemake_jobs(tmp_path, configs):
+    """DVC's own reading of dvc.yaml (matrix stages expanded) has Snakemake's jobs, commands, inputs and outputs:
+    the jobs Snakemake's API lists for a dry run, which are those `snakemake -n --forceall` prints. DVC's one stage
+    more, `resolve`, writes the section files that Snakemake writes when it reads the Snakefile."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
     work = copy_workflow(tmp_path)
-    assert run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", cwd=work).returncode == 0
+    assert run_cli("dvc-yaml", *(a for c in configs for a in ("--configfile", c)), cwd=work).returncode == 0
     sh(BIN / "dvc", "init", "--no-scm", "-q", cwd=work)
-    jobs = json.loads(sh(sys.executable, "-c", "import json; from reprozoo.dvc import snakemake_jobs; "
-                         "print(json.dumps(snakemake_jobs(['tests/tiny.yaml'])))", cwd=work).stdout)
+    jobs = json.loads(sh(sys.executable, "tests/snakemake_jobs.py", *configs, cwd=work).stdout)
     stages = {s.name: s for s in Repo(str(work)).index.stages if s.path.endswith(TINY)}
-    names = ["-".join([job["rule"], *job["wildcards"].values()]) for job in jobs]
-    assert set(stages) == set(names) and len(names) >= 10  # download ... report
-    for name, job in zip(names, jobs):
-        stage = stages[name]
-        assert [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)] == job["input"], name
-        assert sorted(o.def_path for o in stage.outs) == sorted(job["output"]), name
-        command = shlex.split(stage.cmd.split(" && ")[-1])  # after the `mkdir -p` of the log's folder
+    resolve = stages.pop("resolve")
+    assert len(stages) == len(jobs) >= 10
+    for job in jobs:
+        [name] = [n for n, s in stages.items() if _covers([o.def_path for o in s.outs], job["output"][0])]
+        stage = stages.pop(name)
+        assert rule_of(name) == job["rule"], name
+        outs = [o.def_path for o in stage.outs]
+        assert all(_covers(outs, f) for f in job["output"]) and all(
+            any(_covers([o], f) for f in job["output"]) for o in outs), name  # a folder out: the report's figures
+        deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
+        assert all(_covers(deps, f) for f in job["input"]) and all(
+            any(_covers([d], f) for f in job["input"]) for d in deps), name  # a folder dep: the report's runs
+        command = shlex.split(stage.cmd.split(" && ", 1)[-1])  # after the `mkdir -p` of the log's folder
         snakemake = shlex.split(job["cmd"])
-        if "--threads" in snakemake:  # the one rewrite left once DVC has put in the split's vars
+        if "--threads" in snakemake:  # DVC runs one stage at a time: torch's default threads
             snakemake[snakemake.index("--threads") + 1] = "0"
         assert command == snakemake, name
+    assert stages == {}
+    read = {f for job in jobs for f in job["input"] if "/config/" in f}
+    assert read and all(_covers([o.def_path for o in resolve.outs], f) for f in read)
 
-    printed = run_snakemake("-n", "--forceall", "--configfile", "tests/tiny.yaml", cwd=work).stdout
-    job = r"^(?:local)?rule (\w+):\n(?:    (?!wildcards).*\n)*(?:    wildcards: (.*))?"  # a block of the dry run
-    cli_jobs = {"-".join([rule, *(w.split("=", 1)[1] for w in wildcards.split(", ") if w)])
-                for rule, wildcards in re.findall(job, printed, re.M)}
-    assert cli_jobs - {"all"} == set(names)
+    printed = run_snakemake("-n", "--forceall", *(a for c in configs for a in ("--configfile", c)), cwd=work).stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", printed[printed.index("Job stats"):], re.M))
+    assert {rule: int(n) for rule, n in counts.items() if rule not in ("all", "total")} == {
+        rule: sum(job["rule"] == rule for job in jobs) for rule in {job["rule"] for job in jobs}}
 
 
-def test_stages_resolve_what_snakemake_passes_as_params(tmp_path):
-    """A job's command names config files and a section; its params (the rerun trigger) hold what the
-    stage resolves from those: `snakemake --config` values included (--set), and params.yaml."""
+def test_section_files_hold_what_snakemake_resolves(tmp_path):
+    """A job's command names no config; its section file holds what it resolves to: config.yaml, the override,
+    `snakemake --config` values and params.yaml, as DVC's `resolve` stage (the CLI's `resolve`) writes it too."""
     work = copy_workflow(tmp_path)
     (work / "params.yaml").write_text("mlp: {batch_size: 32}\n")
     result = run_snakemake("-n", "-p", "--forceall", "--configfile", "tests/tiny.yaml", "--config", "seed=7",
                            cwd=work)
     assert result.returncode == 0, result.stderr
-    tune = next(shlex.split(line.split("Shell command: ")[-1]) for line in result.stdout.splitlines()
-                if "reprozoo tune " in line and "--model-name mlp " in line)
-    assert tune[4:14] == ["--config", "config.yaml", "--config", "tests/tiny.yaml", "--set", '{"seed":7}',
-                          "--experiments", "params.yaml", "--model-name", "mlp"]
-    cfg = load_config(work / "config.yaml", work / "tests/tiny.yaml", experiments=work / "params.yaml",
-                      values={"seed": 7})
-    assert resolve_model(cfg, "mlp")["seed"] == 7 and resolve_model(cfg, "mlp")["batch_size"] == 32
-    args = cli.build_parser().parse_args(tune[3:tune.index(">")])
-    assert (args.config, args.set, args.experiments) == (["config.yaml", "tests/tiny.yaml"], '{"seed":7}',
-                                                         "params.yaml")
+    tune = next(line.split("Shell command: ")[-1] for line in result.stdout.splitlines()
+                if "reprozoo tune " in line and "--model mlp " in line)
+    assert tune == "python -m reprozoo tune --dataset digits --model mlp --threads 1 > logs/digits/tune/mlp.log 2>&1"
+    section = work / "results/digits/config/model-mlp.json"
+    written = section.read_text()
+    cfg = json.loads(written)["cfg"]
+    assert cfg == resolve_model(load_config(work / "config.yaml", work / "tests/tiny.yaml",
+                                            experiments=work / "params.yaml", values={"seed": 7}), "mlp")
+    assert cfg["seed"] == 7 and cfg["batch_size"] == 32
+    section.unlink()
+    result = run_cli("resolve", "--config", "config.yaml", "--config", "tests/tiny.yaml", "--experiments",
+                     "params.yaml", "--set", '{"seed": 7}', cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert section.read_text() == written
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--model-name", "mlp"], "--model-name: needs --config config.yaml"),
-    (["--config", "config.yaml", "--model-name", "vgg"], "unknown model 'vgg'"),
-    (["--config", "nope.yaml", "--model-name", "mlp"], "config file nope.yaml: not found"),
-], ids=["no-config", "unknown-model", "missing-file"])
-def test_model_name_errors_are_one_line(argv, message):
-    result = run_cli("train", *argv, "--data", "d", "--split", "s", "--best", "b", "--weights", "w",
-                     "--history", "h", "--run", "r")
+    (["--model", "mlp"], "--model-cfg: give its path, or --dataset to take it from the paths table"),
+    (["--config", "config.yaml", "--dataset", "cifar10", "--model", "vgg"], "not written by the config's run"),
+    (["--config", "nope.yaml", "--dataset", "cifar10", "--model", "mlp"], "config file nope.yaml: not found"),
+], ids=["no-dataset", "unknown-model", "missing-file"])
+def test_model_name_errors_are_one_line(tmp_path, argv, message):
+    shutil.copy2(ROOT / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "workflow").symlink_to(ROOT / "workflow")
+    result = run_cli("train", *argv, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -191,8 +218,7 @@ def test_model_name_errors_are_one_line(argv, message):
 def test_params_yaml_holds_what_a_model_trains_with(tmp_path, layer, message):
     (tmp_path / "params.yaml").write_text(layer + "\n")
     result = run_cli("train", "--config", ROOT / "config.yaml", "--experiments", tmp_path / "params.yaml",
-                     "--model-name", "mlp", "--data", "d", "--split", "s", "--best", "b", "--weights", "w",
-                     "--history", "h", "--run", "r")
+                     "--dataset", "cifar10", "--model", "mlp", cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -204,10 +230,10 @@ def test_params_yaml_is_applied_after_the_config_files(tmp_path):
     assert model["hparams"] == "paper" and model["paper"] == {"lr": 0.002, "epochs": 13}  # epochs: config.yaml's
 
 
-def test_model_and_model_name_exclude_each_other():
-    result = run_cli("evaluate", "--model", "{}", "--model-name", "mlp", "--data", "d", "--weights", "w",
-                     "--metrics", "m", "--confusion", "c")
-    assert result.returncode == 2 and "not allowed with argument --model" in result.stderr
+def test_a_model_given_as_json_is_checked_as_the_config_is():
+    result = run_cli("evaluate", "--model-json", "{}", "--data", "d", "--weights", "w", "--metrics", "m",
+                     "--confusion", "c", "--predictions", "p")
+    assert result.returncode == 2 and "reprozoo evaluate: error: config key '--model-json" in result.stderr
 
 
 # ------------------------------------------------------------------ end to end (one temp repo)

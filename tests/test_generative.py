@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import run_cli, tiny_model_cfg
-from reprozoo.config import ConfigError, architectures_declaring, deep_merge, load_config
+from reprozoo.config import ConfigError, deep_merge, load_config
+from reprozoo.models.sources import architectures_declaring
 from reprozoo.data import DataError, labelled_mask, load_arrays, read_split
 from reprozoo.engine import Normalize, Runner, Tensors, fit, seed_everything
 from reprozoo.models import count_parameters, create_model, objective_name
@@ -240,7 +241,7 @@ def test_a_collapsing_trial_is_recorded_as_failed_and_tuning_goes_on(demo_cfg, d
 
 @pytest.mark.parametrize("name", ["vae", "acgan"])
 def test_every_parameter_learns_under_the_objective(study_cfg, name, tmp_path):
-    from reprozoo.config import resolve_model
+    from reprozoo.sections import resolve_model
     from reprozoo.verify import verify
 
     record = verify(resolve_model(study_cfg, name), tmp_path / "v.json")
@@ -261,7 +262,7 @@ def test_samples_figure(demo_cfg, digits_npz, digits_split, tmp_path, name):
           tmp_path / "run.json", CPU)
     import json
 
-    result = run_cli("samples", "--model", json.dumps(cfg), "--data", digits_npz, "--weights", tmp_path / "w.pt",
+    result = run_cli("samples", "--model-json", json.dumps(cfg), "--data", digits_npz, "--weights", tmp_path / "w.pt",
                      "--history", tmp_path / "h.csv", "--samples-plot", tmp_path / "s.png")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -272,7 +273,7 @@ def test_samples_of_a_classifier_is_a_one_line_error(demo_cfg, digits_npz, tmp_p
     import json
 
     cfg = tiny_model_cfg(demo_cfg, "mlp")
-    result = run_cli("samples", "--model", json.dumps(cfg), "--data", digits_npz, "--weights", tmp_path / "w.pt",
+    result = run_cli("samples", "--model-json", json.dumps(cfg), "--data", digits_npz, "--weights", tmp_path / "w.pt",
                      "--history", tmp_path / "h.csv", "--samples-plot", tmp_path / "s.png")
     assert result.returncode == 2
     assert result.stderr.strip() == ("reprozoo samples: error: model 'mlp' is not generative (arch 'mlp'): "
@@ -281,7 +282,7 @@ def test_samples_of_a_classifier_is_a_one_line_error(demo_cfg, digits_npz, tmp_p
 
 def test_the_semi_supervised_digits_config_is_valid():
     from conftest import ROOT
-    from reprozoo.config import resolve_model
+    from reprozoo.sections import resolve_model
 
     cfg = load_config(ROOT / "config.yaml", ROOT / "config" / "demo.yaml", ROOT / "config" / "digits-semi.yaml")
     assert cfg["run"]["models"] == ["cnn_l20", "vae_l20", "acgan_l20"]

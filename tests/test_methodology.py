@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from conftest import ROOT, run_cli
-from reprozoo.config import ConfigError, load_config, resolve_model, run_models
+from reprozoo.config import ConfigError, load_config, run_models
+from reprozoo.sections import resolve_model
 from reprozoo.models import count_parameters, create_model
 from reprozoo.report import build_verdicts, parse_duration, report, verdict
 from reprozoo.verify import VerifyError, verify
@@ -114,7 +115,7 @@ def test_the_study_lstm_has_a_weight_that_never_learns(study_cfg, tmp_path):
 
 def test_verify_cli_fails_with_one_line(study_cfg, tmp_path):
     cfg = resolve_model(study_cfg, "patch_lstm")
-    result = run_cli("verify", "--model", json.dumps(cfg), "--verify", tmp_path / "v.json")
+    result = run_cli("verify", "--model-json", json.dumps(cfg), "--verify", tmp_path / "v.json")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
         "reprozoo verify: error: model 'patch_lstm': parameter rnn.weight_hh_l1_reverse gets an all-zero gradient")

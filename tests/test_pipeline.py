@@ -60,7 +60,7 @@ def test_lint_is_clean(extra):
 
 @pytest.mark.slow
 def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, study_cfg):
-    from reprozoo.config import resolve_model
+    from reprozoo.sections import resolve_model
     from reprozoo.models import count_parameters, create_model
 
     work, seconds = demo_run

@@ -77,7 +77,7 @@ def test_check_progress_raises_a_kind_of_divergence():
 def test_tuning_where_every_trial_explodes_fails_with_one_line(tiny_cfg, digits_npz, digits_split, tmp_path):
     """The issue's first case: lr in [e^2, e^3] used to give 'ok' trials at val loss ~2e8."""
     cfg = mlp(tiny_cfg, tune={"max_evals": 2, "lr_log_range": [2, 3]})
-    result = run_cli("tune", "--model", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
+    result = run_cli("tune", "--model-json", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
                      "--trials", tmp_path / "trials.csv", "--best", tmp_path / "best.json", "--device", "cpu",
                      "--threads", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -123,7 +123,7 @@ def test_training_at_lr_1000_fails_with_one_line_and_writes_nothing(tiny_cfg, di
     cfg = mlp(tiny_cfg, hparams="paper", paper={"lr": 1000, "epochs": 2})
     tune(cfg, digits_npz, digits_split, tmp_path / "t.csv", tmp_path / "best.json", CPU)   # paper: no trials
     weights, history, run = _outputs(tmp_path)
-    result = run_cli("train", "--model", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
+    result = run_cli("train", "--model-json", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
                      "--best", tmp_path / "best.json", "--weights", weights, "--history", history, "--run", run,
                      "--device", "cpu", "--threads", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr

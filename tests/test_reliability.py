@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, ROOT, TINY_MLP, copy_workflow, run_cli, run_snakemake, tiny_model_cfg
+from conftest import BIN, ROOT, TINY_MLP, copy_workflow, run_cli, run_snakemake, split_section, tiny_model_cfg
 from reprozoo.cli import main
 from reprozoo.io import load_torch, save_torch
 
@@ -172,7 +172,7 @@ class Payload:
 @pytest.fixture
 def cnn_args(demo_cfg, digits_npz, tmp_path):
     cfg = tiny_model_cfg(demo_cfg, "cnn")
-    return ["evaluate", "--model", json.dumps(cfg), "--data", digits_npz, "--metrics", tmp_path / "m.json",
+    return ["evaluate", "--model-json", json.dumps(cfg), "--data", digits_npz, "--metrics", tmp_path / "m.json",
             "--confusion", tmp_path / "c.csv", "--device", "cpu"]
 
 
@@ -213,7 +213,7 @@ def test_truncated_json_artifact_is_one_line(demo_cfg, digits_npz, digits_split,
     best = tmp_path / "best.json"
     best.write_text('{"lr": 0.00')
     cfg = tiny_model_cfg(demo_cfg, "mlp")
-    result = run_cli("train", "--model", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
+    result = run_cli("train", "--model-json", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
                      "--best", best, "--weights", tmp_path / "w.pt", "--history", tmp_path / "h.csv",
                      "--run", tmp_path / "r.json", "--device", "cpu")
     assert f"{best}: not valid JSON" in one_error_line(result, "train")
@@ -223,10 +223,10 @@ def test_full_disk_is_one_line_and_leaves_nothing_behind(digits_npz, tmp_path, m
     def no_space(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    section = split_section(tmp_path)
     monkeypatch.setattr(Path, "write_text", no_space)
     out = tmp_path / "out" / "split.json"
-    code = main(["split", "--data", str(digits_npz), "--seed", "1", "--tune-fraction", "0.2",
-                 "--val-fraction", "0.2", "--split", str(out)])
+    code = main(["split", "--split-cfg", str(section), "--data", str(digits_npz), "--seed", "1", "--split", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     logging.getLogger().handlers.clear()
     assert code == 2

@@ -36,7 +36,7 @@ def mlp(demo_cfg, **tune_cfg) -> dict:
 
 
 def tune_command(cfg, data, split, out) -> list[str]:
-    return [sys.executable, "-m", "reprozoo", "tune", "--model", json.dumps(cfg), "--data", str(data), "--split",
+    return [sys.executable, "-m", "reprozoo", "tune", "--model-json", json.dumps(cfg), "--data", str(data), "--split",
             str(split), "--trials", str(out / "trials.csv"), "--best", str(out / "best.json"), "--device", "cpu",
             "--threads", "1", "--log", str(out / "tune.log")]
 

@@ -126,7 +126,7 @@ def test_evaluate_extra_imagefolder_test_set(trained_cnn, digits_npz, tmp_path):
 
 def test_evaluate_rejects_weights_of_another_model(trained_cnn, digits_npz, tmp_path, demo_cfg):
     _, out, _ = trained_cnn
-    result = run_cli("evaluate", "--model", json.dumps(tiny_model_cfg(demo_cfg, "mlp")), "--data", digits_npz,
+    result = run_cli("evaluate", "--model-json", json.dumps(tiny_model_cfg(demo_cfg, "mlp")), "--data", digits_npz,
                      "--weights", out / "weights.pt", "--metrics", tmp_path / "m.json", "--confusion",
                      tmp_path / "c.csv")
     assert result.returncode == 2

@@ -1,9 +1,12 @@
-"""Each stage is declared once (reprozoo/stages.py). Its function takes what the declaration
-passes, its CLI parses what its rule runs, and its rule's files are the declared ones; dvc.yaml
-runs the same commands (tests/test_dvc.py, test_dvc_stages_are_the_snakemake_jobs)."""
+"""Each rule reads on its own (rules/*.smk) and runs `python -m reprozoo <stage>` with names only;
+the CLI takes every path from the paths table (reprozoo/stages.py). These tests check that the
+two agree: the files a rule declares are those its command reads and writes, and each stage's
+function takes what its section file and declaration give it. dvc.yaml runs the same commands
+(tests/test_dvc.py, test_dvc_plans_the_snakemake_jobs)."""
 import importlib
 import inspect
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -13,51 +16,63 @@ import pytest
 
 from conftest import ROOT, copy_workflow
 from reprozoo import cli
-from reprozoo.config import CONFIG_VALUES, SECTIONS
-from reprozoo.stages import PATHS, STAGES
+from reprozoo.config import load_config
+from reprozoo.sections import TRACKS, section_files
+from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES
+
+
+def _section_of(stage, files: dict) -> dict:
+    pattern = re.escape(PATHS[stage.section]).replace(r"\{", "{").replace(r"\}", "}")
+    regex = re.sub(r"{\w+}", r"[^/]+", pattern)
+    return next(content for path, content in files.items() if re.fullmatch(regex, path))
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_the_function_takes_what_the_declaration_passes(name):
+def test_the_function_takes_what_the_declaration_and_its_section_file_give(name):
     stage = STAGES[name]
     assert set(stage.files()) <= set(PATHS) and set(stage.optional) <= set(stage.files())
-    assert stage.section in (None, *SECTIONS) and set(stage.from_config) <= set(CONFIG_VALUES)
+    assert stage.section in PATHS and set(stage.names) <= {"dataset", "model", "backbone", "seed"}
     module, function = stage.run.split(":")
     params = inspect.signature(getattr(importlib.import_module(module), function)).parameters
+    section = _section_of(stage, section_files(load_config(ROOT / "config.yaml", ROOT / "config/demo.yaml")))
+    given = set(section) - {TRACKS, "runs"} | ({"models"} if stage.each_run else set())
     passed = ([f"{f}_path" for f in stage.inputs + stage.outputs]
               + [f"{f}_paths" for f in stage.each_run + stage.each_model]
-              + list(stage.options) + list(stage.from_config) + ["device"] * stage.compute)
-    assert set(passed) <= set(params), f"{stage.run} lacks {sorted(set(passed) - set(params))}"
-    required = [p for p, spec in params.items() if spec.default is inspect.Parameter.empty]
-    assert set(required[bool(stage.section):]) <= set(passed), f"{stage.run}: required but not declared"
+              + list(stage.options) + ["device"] * stage.compute)
+    assert set(passed) | given <= set(params), f"{stage.run} lacks {sorted(set(passed) | given - set(params))}"
+    required = {p for p, spec in params.items() if spec.default is inspect.Parameter.empty}
+    assert required <= set(passed) | given | {"seed"}, f"{stage.run}: required but not given"
+    if stage.section in JSON_SECTIONS:  # `--model-json` stands for the section file's main argument
+        assert JSON_SECTIONS[stage.section][1] in given
 
 
 @pytest.fixture(scope="module")
 def demo_jobs(tmp_path_factory):
-    """Every job of the demo's DAG as Snakemake would run it (rule, wildcards, files, command)."""
+    """Every job of the demo's DAG as Snakemake would run it (rule, wildcards, files, command), and the folder."""
     work = copy_workflow(tmp_path_factory.mktemp("declared"))
-    shutil.copy2(ROOT / "params.yaml", work / "params.yaml")  # the experiment file: named on every command
-    out = subprocess.run([sys.executable, "-c", "import json; from reprozoo.dvc import snakemake_jobs; "
-                          "print(json.dumps(snakemake_jobs(['config/demo.yaml'])))"],
-                         cwd=work, capture_output=True, text=True, check=True).stdout
-    return json.loads(out)
+    shutil.copy2(ROOT / "tests/snakemake_jobs.py", work / "tests/snakemake_jobs.py")
+    out = subprocess.run([sys.executable, "tests/snakemake_jobs.py", "config/demo.yaml"], cwd=work,
+                         capture_output=True, text=True, check=True).stdout
+    return work, json.loads(out)
 
 
-def test_every_rule_runs_its_declared_command_with_its_declared_files(demo_jobs):
+def test_every_rule_declares_the_files_its_command_reads_and_writes(demo_jobs, monkeypatch):
+    work, jobs = demo_jobs
+    monkeypatch.chdir(work)  # the section files the dry run wrote, and relative paths
     parser = cli.build_parser()
-    assert {job["cmd"].split()[3] for job in demo_jobs} == set(STAGES)  # every stage has a rule, in the demo
-    for job in demo_jobs:
+    assert {job["cmd"].split()[3] for job in jobs} == set(STAGES)  # every stage has a rule, in the demo
+    for job in jobs:
         argv = shlex.split(job["cmd"])
         assert argv[:3] == ["python", "-m", "reprozoo"] and argv[-3::2] == [">", "2>&1"], job["rule"]
+        assert not any(a.startswith("--") and a[2:].replace("-", "_") in PATHS for a in argv), job["cmd"]
         args = parser.parse_args(argv[3:-3])
         stage = STAGES[args.stage]
-        paths = {f: [p for p in (v if isinstance(v, list) else [v]) if p is not None]
-                 for f in stage.files() for v in [getattr(args, f)]}
-        declared_in = {p for f in stage.files() if f not in stage.outputs for p in paths[f]}
+        _, kwargs = cli.stage_call(args)
+        paths = {f: kwargs.get(f"{f}_path", kwargs.get(f"{f}_paths")) for f in stage.files()}
+        paths = {f: [p for p in (v if isinstance(v, list) else [v]) if p is not None] for f, v in paths.items()}
+        section = cli._fill(stage.section, {**job["wildcards"], "seed": kwargs.get("seed")}, stage)
+        read = {section} | {p for f in stage.files() if f not in stage.outputs for p in paths[f]}
+        code = {f for f in job["input"] if f.endswith(".py")}
+        assert set(job["input"]) - code == read, job["rule"]
         assert {p for f in stage.outputs for p in paths[f]} <= set(job["output"]), job["rule"]
-        # every input file but the code is a declared one
-        assert {f for f in job["input"] if not f.endswith(".py")} == declared_in, job["rule"]
-        if stage.section:
-            assert getattr(args, f"{stage.section}_name") == job["wildcards"][stage.section]
-            assert args.config == ["config.yaml", "config/demo.yaml"] and args.experiments == "params.yaml"
-        assert "{" not in job["cmd"]  # no config JSON on any command line
+        assert "{" not in job["cmd"] and len(job["cmd"]) < 200  # no config JSON, no list of files

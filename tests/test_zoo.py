@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from reprozoo.config import ConfigError, resolve_model
+from reprozoo.errors import ConfigError
+from reprozoo.sections import resolve_model
 from reprozoo.data import save_arrays
 from reprozoo.engine import Normalize, Tensors
 from reprozoo.features import cache_features, load_features, model_inputs

@@ -1,113 +1,12 @@
-"""Model registry, timm-style: `@register_model`, `create_model`, `list_models`.
+"""The model zoo: one architecture per file, registered in reprozoo/models/registry.py.
 
-Each architecture lives in its own file in this folder and registers a factory
-`name(num_classes=10, **args) -> nn.Module`. Importing this package imports
-every model file, so `list_models()` sees them all. Everything the pipeline knows
-about one architecture is declared on its registry entry, beside its code, so no
-stage ever tests an architecture's name:
-
-- `objective`: what a training step minimises (`reprozoo.objectives`; default
-  plain classification). Every model's `forward(x)` gives class logits.
-- `attention`: `(model, x) -> [map per layer]`, the report's attention figure.
-- `reference`: `(model, x, args) -> [(what, ours, reference)]`, outputs of the
-  model's parts beside an independent implementation (torchvision, nn.*, by hand)
-  that `verify` compares.
-- `samples`: `(model, inputs) -> (title, panels)`, the samples figure of a
-  generative model (reprozoo/samples.py draws the panels).
-
-The Snakefile, which must not import torch, reads the same decorators through
-`reprozoo.config.registered_architectures()` (tests check the two views agree).
+`from reprozoo.models import create_model` (or any registry name) loads the registry, and with
+it torch and every model file, on first use. The package itself imports nothing, so that the
+Snakefile can read reprozoo/models/sources.py (what each file declares) without torch.
 """
-from __future__ import annotations
-
-import importlib
-import inspect
-import pkgutil
-from dataclasses import dataclass
-from typing import Callable
-
-from torch import nn
-
-from reprozoo.config import ConfigError
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One architecture: its factory and what the stages need to know about it."""
-    name: str
-    factory: Callable[..., nn.Module]
-    objective: str = "classification"
-    attention: Callable | None = None
-    reference: Callable | None = None
-    samples: Callable | None = None
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+def __getattr__(name: str):
+    import importlib
 
-
-def register_model(fn: Callable[..., nn.Module] | None = None, *, objective: str = "classification",
-                   attention: Callable | None = None, reference: Callable | None = None,
-                   samples: Callable | None = None):
-    """`@register_model` or `@register_model(objective=..., attention=..., reference=..., samples=...)`."""
-    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if fn.__name__ in _REGISTRY:
-            raise ValueError(f"model '{fn.__name__}' registered twice")
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, objective, attention, reference, samples)
-        return fn
-
-    return register(fn) if fn is not None else register
-
-
-def model_entry(arch: str) -> ModelEntry:
-    if arch not in _REGISTRY:
-        raise ConfigError(f"unknown architecture '{arch}' (registered: {', '.join(list_models())})")
-    return _REGISTRY[arch]
-
-
-def objective_name(arch: str) -> str:
-    """The training objective an architecture was registered with."""
-    return model_entry(arch).objective
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_model(arch: str, num_classes: int = 10, **args) -> nn.Module:
-    factory = model_entry(arch).factory
-    try:
-        return factory(num_classes=num_classes, **args)
-    except TypeError as e:  # wrong keyword in the config's args
-        raise ConfigError(f"config key 'models.*.args' of '{arch}': {e}") from None
-
-
-def _defaults(fn) -> dict:
-    """Keyword defaults of a factory; tuples as lists, as they come from YAML."""
-    return {k: list(p.default) if isinstance(p.default, tuple) else p.default
-            for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
-
-
-def setting_deviations(cfg: dict) -> list[str]:
-    """Where a run departs from the paper's setting, shown in the report.
-
-    Each factory's (and backbone's) defaults are the study's architecture, so any
-    configured argument that differs from its default is a deviation.
-    """
-    from reprozoo.models.pretrained import BACKBONES
-
-    notes = [f"{k}={v!r} (paper {d!r})" for k, v in sorted(cfg["args"].items())
-             if (d := _defaults(model_entry(cfg["arch"]).factory).get(k, v)) != v]
-    backbone = cfg.get("backbone")
-    if backbone:
-        defaults = _defaults(BACKBONES[backbone["arch"]].__init__)
-        notes += [f"backbone {k}={backbone[k]!r} (paper {d!r})" for k, d in sorted(defaults.items())
-                  if backbone.get(k, d) != d]
-    return notes
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters, as the study counts them."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-for _mod in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_mod.name}")
+    return getattr(importlib.import_module("reprozoo.models.registry"), name)

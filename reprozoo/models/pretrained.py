@@ -15,7 +15,7 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
-from reprozoo.config import ConfigError
+from reprozoo.errors import ConfigError
 from reprozoo.models import register_model
 from reprozoo.models.resnet import cifar_stem, resnet_references
 

@@ -7,7 +7,7 @@ import types
 import torch
 from torch import nn
 
-from reprozoo.config import ConfigError
+from reprozoo.errors import ConfigError
 from reprozoo.models import register_model
 
 STEM_STRIDES = (1, 2)

@@ -1,0 +1,178 @@
+"""What each job reads of the config: its section, resolved once per run into a small JSON file.
+
+A job never parses the config. The Snakefile (when it is read) and `python -m reprozoo resolve`
+(DVC's first stage) resolve it once and write every section file of the run: the keyword
+arguments of one stage function (the model's resolved section, a verifier's expectations, the
+report's reported numbers, ...) plus `tracks`, what the job depends on beyond them (the digest
+of the model's source files, the content of the image folders it reads). A file is rewritten
+only when its content changes, so its mtime (Snakemake) and its hash (DVC) change exactly when
+something its jobs depend on does: editing one model's section reruns that model's jobs,
+editing reported numbers reruns the report alone, editing a model file reruns that model.
+
+Torch-free: the Snakefile imports it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from reprozoo.config import (BACKBONE_BATCH_SIZE, IMAGE_SIZE, ConfigError, deep_merge, paper_hparams, parse_json_arg,
+                             run_models, validate_against)
+from reprozoo.models.sources import model_sources
+from reprozoo.stages import PATHS
+
+TRACKS = "tracks"  # the key of a section file that is no argument of its stage
+
+
+def resolve_model(cfg: dict, name: str) -> dict:
+    """The model's own view of the config: protocol defaults merged with its section.
+
+    This is all a tune/train/evaluate stage receives, so a change to one model's
+    section changes only that model's jobs.
+    """
+    if name not in cfg["models"]:
+        raise ConfigError(f"config key 'models': unknown model '{name}' "
+                          f"(defined: {', '.join(sorted(cfg['models']))})")
+    protocol = {k: v for k, v in cfg["protocol"].items() if k != "split"}
+    resolved = deep_merge(protocol, cfg["models"][name])
+    resolved.setdefault("args", {})
+    # The reported numbers matter to training only under `hparams: paper` (lr, epochs);
+    # the rest of the paper block goes to the report alone, so editing it reruns only the report.
+    resolved.pop("verify", None)  # the verifier's expectations reach only the verify stage
+    resolved.pop("paper", None)
+    resolved["paper"] = paper_hparams(cfg, name) if resolved["hparams"] == "paper" else {}
+    if "backbone" in resolved:
+        resolved["backbone"] = {"name": resolved["backbone"], **cfg["backbones"][resolved["backbone"]]}
+    resolved["name"] = name
+    resolved["seed"] = cfg["seed"]
+    return resolved
+
+
+def resolve_backbone(cfg: dict, name: str) -> dict:
+    """What cached features depend on: the backbone and the input normalisation, nothing else."""
+    if name not in cfg.get("backbones", {}):
+        raise ConfigError(f"config key 'backbones': unknown backbone '{name}'")
+    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **cfg["backbones"][name],
+            "normalize": cfg["protocol"]["normalize"]}
+
+
+def resolve_dataset(cfg: dict, name: str) -> dict:
+    if name not in cfg["datasets"]:
+        raise ConfigError(f"config key 'datasets': unknown dataset '{name}' "
+                          f"(defined: {', '.join(sorted(cfg['datasets']))})")
+    return dataset_section(name, cfg["datasets"][name])
+
+
+def dataset_section(name: str, section: dict) -> dict:
+    """A dataset's section as a stage receives it: its name, the stored image size, whether it is the paper's."""
+    return {"name": name, "image_size": IMAGE_SIZE, "paper_dataset": section["kind"] == "cifar10", **section}
+
+
+def section_from_json(kind: str, text: str) -> dict:
+    """A stage's section given as JSON on the command line (`--model-json JSON`, tests and one-off
+    runs) instead of by name: checked as the config's, completed as the resolver completes it."""
+    what = f"--{kind}-json"
+    if kind == "model":
+        return parse_json_arg(text, what, "resolved_model")
+    value = parse_json_arg(text, what)
+    name, normalize = value.pop("name", None), value.pop("normalize", None) if kind == "backbone" else None
+    if not name:
+        raise ConfigError(f"{what}: missing key 'name'")
+    validate_against(value, kind, prefix=what)
+    if kind == "dataset":
+        return dataset_section(name, value)
+    if not normalize:
+        raise ConfigError(f"{what}: needs 'normalize' besides the backbone section")
+    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **value, "normalize": normalize}
+
+
+def seeds(cfg: dict) -> list[int]:
+    """The seeds of each model's runs: seed, seed+1, ... (`repeats`)."""
+    return [cfg["seed"] + i for i in range(cfg.get("repeats", 1))]
+
+
+def image_folders(cfg: dict, dataset: str) -> list[str]:
+    """An imagefolder dataset's train/ and test/: what download and prepare read besides their files."""
+    section = resolve_dataset(cfg, dataset)
+    return [os.path.join(section["root"], split) for split in ("train", "test")] if section["kind"] == "imagefolder" \
+        else []
+
+
+def extra_test_folders(cfg: dict) -> list[str]:
+    """Each extra test set's test/ folder: what evaluate reads besides its files."""
+    return [os.path.join(spec["root"], "test") for _, spec in sorted(cfg.get("extra_test", {}).items())]
+
+
+def _trees(folders: list[str]) -> dict[str, str]:
+    from reprozoo.data import tree_fingerprint  # numpy and PIL: only where there are image folders
+
+    return {folder: tree_fingerprint(folder) for folder in folders}
+
+
+def _sources(arch: str) -> dict[str, str]:
+    root = Path(__file__).resolve().parent.parent
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in model_sources(arch)}
+
+
+def section_files(cfg: dict) -> dict[str, dict]:
+    """Every section file of the run (config validated, ablations expanded), path -> content."""
+    models, runs = run_models(cfg), [[m, s] for m in run_models(cfg) for s in seeds(cfg)]
+    resolved = {m: resolve_model(cfg, m) for m in models}
+    sources = {m: _sources(resolved[m]["arch"]) for m in models}
+    extra = {n: s["root"] for n, s in sorted(cfg.get("extra_test", {}).items())}
+    extra_trees = _trees(extra_test_folders(cfg)) if extra else {}
+    files = {PATHS["verify_cfg"].format(model=m): {"cfg": resolved[m], "expect": cfg["models"][m].get("verify", {}),
+                                                   TRACKS: sources[m]} for m in models}
+    for d in cfg["run"]["datasets"]:
+        dataset = resolve_dataset(cfg, d)
+        files[PATHS["dataset_cfg"].format(dataset=d)] = {"dataset": dataset, TRACKS: _trees(image_folders(cfg, d))}
+        files[PATHS["split_cfg"].format(dataset=d)] = {**cfg["protocol"]["split"], "seed": cfg["seed"]}
+        for m in models:
+            files[PATHS["model_cfg"].format(dataset=d, model=m)] = {"cfg": resolved[m], TRACKS: sources[m]}
+            files[PATHS["evaluate_cfg"].format(dataset=d, model=m)] = {
+                "cfg": resolved[m], "extra_tests": extra, TRACKS: {**sources[m], **extra_trees}}
+        for b in sorted({resolved[m]["backbone"]["name"] for m in models if "backbone" in resolved[m]}):
+            files[PATHS["backbone_cfg"].format(dataset=d, backbone=b)] = {"spec": resolve_backbone(cfg, b)}
+        files[PATHS["report_cfg"].format(dataset=d)] = {
+            "dataset": dataset, "runs": runs, "papers": {m: cfg["models"][m].get("paper", {}) for m in models},
+            "study": cfg.get("study", {}), "ablations": {m: cfg["ablations"][m] for m in models
+                                                         if m in cfg.get("ablations", {})}}
+    return files
+
+
+def _text(content: dict) -> str:
+    return json.dumps(content, indent=1, sort_keys=True) + "\n"
+
+
+def write_sections(cfg: dict) -> list[str]:
+    """Write the run's section files whose content changed (atomically); the paths written."""
+    from reprozoo.io import write_text
+
+    written = []
+    for path, content in section_files(cfg).items():
+        text = _text(content)
+        try:
+            same = Path(path).read_text() == text
+        except OSError:
+            same = False
+        if not same:
+            write_text(path, text)
+            written.append(path)
+    return written
+
+
+def read_section(path: str | Path) -> dict:
+    """A section file's stage arguments (without its `tracks`); one line when it is missing or broken."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such section file: run the stage with --config config.yaml (or "
+                          "`python -m reprozoo resolve`, or snakemake) to write it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not a section file ({e}); rerun `python -m reprozoo resolve`") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: not a section file (a JSON object); rerun `python -m reprozoo resolve`")
+    content.pop(TRACKS, None)
+    return content
