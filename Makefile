@@ -51,15 +51,16 @@ resume:
 	snakemake --unlock $(RUN_CONFIG)
 	snakemake --cores $(CORES) --rerun-incomplete $(RUN_CONFIG)
 
-# ---------------------------------------------------------------- DVC (README "DVC")
+# ---------------------------------------------------------------- DVC (docs/dvc.md)
 # dvc.yaml holds one configuration: the study, or the override DVC_CONFIG names.
-# Give the same DVC_CONFIG to the other targets (Snakemake needs it for --touch).
+# Snakemake takes outputs DVC made as its own by itself (rules/common.smk, reconcile_with_dvc):
+# no target here needs to line its timestamps up.
 DVC_CONFIG ?=
 SMK_CONFIG := $(if $(DVC_CONFIG),--configfile $(DVC_CONFIG))
 
-.PHONY: dvc-yaml dvc-demo dvc-pull dvc-commit dvc-touch dvc-exp-show
+.PHONY: dvc-yaml dvc-demo dvc-pull dvc-commit dvc-touch dvc-exp-show dvc-dag
 
-## dvc-yaml: write dvc.yaml from the Snakemake workflow (the study, or DVC_CONFIG's)
+## dvc-yaml: write dvc.yaml (matrix stages) for the study, or for DVC_CONFIG's override
 dvc-yaml: venv
 	$(PY) -m reprozoo dvc-yaml $(SMK_CONFIG)
 
@@ -69,22 +70,25 @@ dvc-demo: venv
 	dvc repro
 	@echo; cat results/digits/report/comparison.md
 
-## dvc-pull: fetch every output from the DVC remote, then line Snakemake's timestamps up
+## dvc-pull: fetch every output from the DVC remote
 dvc-pull:
 	dvc pull
-	@$(MAKE) --no-print-directory dvc-touch
 
-## dvc-commit: record outputs Snakemake made in dvc.lock (and the cache), then line timestamps up
+## dvc-commit: record outputs Snakemake made in dvc.lock (and the cache)
 dvc-commit:
 	dvc commit --force
-	@$(MAKE) --no-print-directory dvc-touch
 
-## dvc-touch: only when DVC says every output matches its inputs: touch outputs in DAG order
+## dvc-touch: what the Snakefile does by itself after DVC ran stages: when DVC says every output
+## matches its inputs, touch the outputs in DAG order and record them for Snakemake
 dvc-touch:
 	@dvc status --quiet || { dvc status; echo "dvc-touch: DVC sees changes: nothing touched"; exit 1; }
-	snakemake --touch --forceall --cores 1 $(SMK_CONFIG)
+	REPROZOO_NO_DVC_SYNC=1 snakemake --touch --forceall --cores 1 $(SMK_CONFIG)
 
 ## dvc-exp-show: the experiments table in 120 columns: each experiment's changed params and the
-## summary metrics (mlp.accuracy, ...) of the models it changed; no dates, no file columns
+## summary metrics it changed; no dates, no file columns
 dvc-exp-show:
 	dvc exp show --no-pager --only-changed --drop 'Created|[^:]*/'
+
+## dvc-dag: the pipeline's stages and their order, as a Mermaid graph (fits a terminal, renders on GitHub)
+dvc-dag:
+	dvc dag --mermaid

@@ -205,6 +205,18 @@ def add_sections(names: list[str]) -> None:
     Path(EXPERIMENTS).write_text(LAYER_HEADER + yaml.safe_dump(layer, sort_keys=False))
 
 
+# `dvc plots show` fills this page (.dvc/config: plots.html_template): Vega, Vega-Lite and Vega-Embed
+# inline, from vl-convert's bundle, where DVC's own page loads them from a CDN and is blank offline.
+PLOTS_TEMPLATE = Path(".dvc/plots.html")
+
+
+def plots_template() -> str:
+    import vl_convert
+
+    return ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>DVC plots (offline)</title>\n"
+            f"<script>\n{vl_convert.javascript_bundle()}\n</script>\n</head>\n<body>\n{{plot_divs}}\n</body>\n</html>\n")
+
+
 def write_dvc_yaml(overrides: list[str], check: bool = False) -> Path:
     """Write dvc.yaml for config.yaml + overrides (first giving params.yaml a section for each new model);
     with check, compare it with a fresh generation for the config files it records."""
@@ -220,6 +232,11 @@ def write_dvc_yaml(overrides: list[str], check: bool = False) -> Path:
     text = render(overrides)
     if check and path.read_text() != text:
         raise ConfigError(f"{path} is stale (the config or the workflow changed): run `{command}`")
+    page = plots_template() if PLOTS_TEMPLATE.parent.is_dir() else None  # in a DVC repository
+    if check and page and (not PLOTS_TEMPLATE.is_file() or PLOTS_TEMPLATE.read_text() != page):
+        raise ConfigError(f"{PLOTS_TEMPLATE} is stale (another vl-convert-python): run `{command}`")
     if not check:
         path.write_text(text)
+        if page and (not PLOTS_TEMPLATE.is_file() or PLOTS_TEMPLATE.read_text() != page):
+            PLOTS_TEMPLATE.write_text(page)
     return path

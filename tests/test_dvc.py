@@ -246,6 +246,7 @@ def dvc_repo(tmp_path_factory):
     sh("git", "config", "user.name", "test", cwd=work)
     (work / ".gitignore").write_text("results/\nresources/\nlogs/\n.snakemake/\n__pycache__/\n")
     dvc("init", "-q", cwd=work)
+    shutil.copy2(ROOT / ".dvc/config", work / ".dvc/config")  # the offline plots page
     result = run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", cwd=work)
     assert result.returncode == 0, result.stderr
     sh("git", "add", "-A", cwd=work)
@@ -259,32 +260,40 @@ def dvc_repo(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_every_stage_then_nothing(dvc_repo):
+def test_dvc_repro_runs_every_stage_then_nothing_in_either_engine(dvc_repo):
     work, repro, seconds = dvc_repo
     assert ran_stages(repro) == pipeline_stages(work)
-    assert "report-digits" in pipeline_stages(work) and len(pipeline_stages(work)) >= 10
+    assert {"resolve", "report@digits"} <= pipeline_stages(work) and len(pipeline_stages(work)) >= 10
     assert (work / "results/digits/report/comparison.csv").read_text().count("\n") == 3  # header + 2 models
     again = dvc("repro", TINY, cwd=work)
     assert ran_stages(again) == set() and "didn't change" in again.stdout
     assert changed_stages(work) == set()
+    result = run_snakemake("-n", "--configfile", "tests/tiny.yaml", cwd=work)  # no `make dvc-touch` first
+    assert "outputs that DVC made are current" in result.stderr and "Nothing to be done" in result.stdout + result.stderr
+    assert snakemake_plans(work) == set()
     print(f"dvc repro (tiny) wall time: {seconds:.0f}s")
 
 
+def columns(text: str) -> int:
+    """The width of a command's output, as `wc -L` measures it."""
+    return max(map(len, text.splitlines()), default=0)
+
+
 @pytest.mark.slow
-def test_metrics_show_lists_every_models_accuracy_and_loss(dvc_repo):
+def test_metrics_come_from_one_summary_file_and_fit_a_terminal(dvc_repo):
     work, _, _ = dvc_repo
-    shown = dvc("metrics", "show", "--json", cwd=work).stdout
-    for model in ("mlp", "cnn"):
-        path = str(output(work, f"eval/{model}", "metrics.json").relative_to(work))
-        values = _find(json.loads(shown), path)
-        assert 0 <= values["accuracy"] <= 100 and values["loss"] > 0
-    table = dvc("metrics", "show", cwd=work).stdout
-    assert "accuracy" in table and "loss" in table and "eval/mlp/" in table and "eval/cnn/" in table
-    for model in ("mlp", "cnn"):  # tune's best.json and the report's summary are metrics too
-        best = _find(json.loads(shown), f"results/digits/tune/{model}/best.json")
-        assert best["lr"] > 0 and best["epochs"] >= 1
-        summary = _find(json.loads(shown), "results/digits/report/summary.json")[model]
-        assert summary["accuracy"] == json.loads(output(work, f"eval/{model}", "metrics.json").read_text())["accuracy"]
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=work).stdout)
+    summary = _find(shown, "results/digits/report/summary.json")
+    assert summary == json.loads((work / "results/digits/report/summary.json").read_text())
+    assert summary["models"] == 2 and summary["reproduced"] + summary["not_comparable"] == 2  # digits: not CIFAR-10
+    accuracies = [json.loads(output(work, f"eval/{m}", "metrics.json").read_text())["accuracy"] for m in ("mlp", "cnn")]
+    assert summary["mean_accuracy"] == pytest.approx(sum(accuracies) / 2, abs=0.01)
+    assert "metrics.json" not in json.dumps(shown) and "best.json" not in json.dumps(shown)  # one file
+    env = {"COLUMNS": "120"}
+    table = sh(BIN / "dvc", "metrics", "show", cwd=work, env=env).stdout
+    assert "mean_accuracy" in table and columns(table) <= 120, table
+    dag = sh(BIN / "dvc", "dag", "--mermaid", cwd=work, env=env).stdout  # the flags docs/dvc.md gives
+    assert "report@digits" in dag and columns(dag) <= 120
 
 
 def _find(tree, path):
@@ -301,68 +310,73 @@ def _find(tree, path):
 
 @pytest.mark.slow
 def test_changing_one_model_changes_only_that_models_stages(dvc_repo):
-    """What DVC would rerun after an edit of one model's section. That it reruns exactly those stages, and
-    that the old results then check out again, is shown by the experiment below, which runs them."""
+    """What DVC would rerun after an edit of one model's section, once its resolve stage has run. That it
+    reruns exactly those stages, and that the old results then check out again, is shown by the experiment
+    below, which runs them."""
     work, _, _ = dvc_repo
     try:
         set_config(work, lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[256, 128]))
-        assert changed_stages(work) == model_stages(work, "mlp")
+        assert changed_stages(work) == {"resolve"}  # what reads the config
+        dvc("repro", "--single-item", "resolve", cwd=work)
+        assert changed_stages(work) == model_stages(work, "mlp") - {"resolve"}
     finally:
         restore_baseline(work)
     assert changed_stages(work) == set()
 
 
-# Edits of config.yaml, and the rules whose jobs each engine then reruns (issue 11, point 5): reported
-# numbers and prose feed the report alone, whatever the engine. A key new to a model's section is tracked
-# by DVC once dvc.yaml is regenerated (README "DVC"): the last field says to.
+# Edits of config.yaml, and the rules whose jobs each engine then reruns: reported numbers and prose feed
+# the report alone, whatever the engine.
 EDITS = {
-    "paper-accuracy": (lambda cfg: cfg["models"]["mlp"]["paper"].update(accuracy=60.0), {"report"}, False),
-    "paper-lr-tuned": (lambda cfg: cfg["models"]["mlp"]["paper"].update(lr=0.001), {"report"}, False),  # unused
-    "study": (lambda cfg: cfg["study"].update(title="Another title"), {"report"}, False),
-    "verify": (lambda cfg: cfg["models"]["mlp"].update(verify={"why": "an expectation"}), {"verify", "report"},
-               True),
+    "paper-accuracy": (lambda cfg: cfg["models"]["mlp"]["paper"].update(accuracy=60.0), {"report"}),
+    "paper-lr-tuned": (lambda cfg: cfg["models"]["mlp"]["paper"].update(lr=0.001), {"report"}),  # unused
+    "study": (lambda cfg: cfg["study"].update(title="Another title"), {"report"}),
+    "verify": (lambda cfg: cfg["models"]["mlp"].update(verify={"why": "an expectation"}), {"verify", "report"}),
     "args": (lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[64]),
-             {"verify", "tune", "train", "evaluate", "report"}, False),
+             {"verify", "tune", "train", "evaluate", "report"}),
 }
 
 
 @pytest.mark.slow
 def test_reported_numbers_and_prose_rerun_only_the_report_in_both_engines(dvc_repo):
     """The same edit, the same question to each engine: which jobs would you rerun? (`snakemake -n`,
-    `dvc status`, both as rule names). An architecture edit, for contrast, reruns the model's jobs in both."""
+    `dvc status` after DVC's resolve stage, both as rule names). An architecture edit, for contrast,
+    reruns the model's jobs in both."""
     work, _, _ = dvc_repo
-    make("dvc-touch", cwd=work)  # Snakemake records the jobs DVC ran
     assert snakemake_plans(work) == dvc_plans(work) == set()
     try:
-        for what, (change, rules, regenerate) in EDITS.items():
+        for what, (change, rules) in EDITS.items():
             set_config(work, change)
-            if regenerate:
-                assert run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", cwd=work).returncode == 0
             assert (what, snakemake_plans(work)) == (what, rules)
             assert (what, dvc_plans(work)) == (what, rules)
-            sh("git", "checkout", "--", "config.yaml", TINY, cwd=work)
+            sh("git", "checkout", "--", "config.yaml", cwd=work)
     finally:
-        sh("git", "checkout", "--", "config.yaml", TINY, cwd=work)
+        sh("git", "checkout", "--", "config.yaml", cwd=work)
     assert snakemake_plans(work) == dvc_plans(work) == set()
+    restore_baseline(work)
 
 
 @pytest.mark.slow
-def test_plots_show_renders_each_models_curves_confusion_and_trials(dvc_repo, tmp_path):
+def test_plots_show_renders_each_models_curves_confusion_and_trials_offline(dvc_repo, tmp_path):
     work, _, _ = dvc_repo
     plots = json.loads(dvc("plots", "show", "--json", cwd=work).stdout)["data"]
-    ids = {f"digits/{model}/{plot}" for model in ("mlp", "cnn") for plot in ("loss", "accuracy", "confusion", "trials")}
+    run = {m: f"results/digits/{{}}/{m}/seed3407" for m in ("mlp", "cnn")}
+    ids = {"digits/accuracy"} | {f"digits/{m}/loss" for m in run} | {
+        f"results/digits/eval/{m}/seed3407/predictions.csv" for m in run} | {f"results/digits/tune/{m}/trials.csv"
+                                                                             for m in run}
     assert set(plots) == ids
-    for model in ("mlp", "cnn"):
+    epochs = {m: len(output(work, f"train/{m}", "history.csv").read_text().splitlines()) - 1 for m in run}
+    assert len(plots["digits/accuracy"][0]["content"]["data"]["values"]) == sum(epochs.values())  # every model
+    for model in run:
         loss = plots[f"digits/{model}/loss"][0]["content"]["data"]["values"]
-        epochs = len(output(work, f"train/{model}", "history.csv").read_text().splitlines()) - 1
-        assert {row["field"] for row in loss} == {"train_loss", "test_loss"} and len(loss) == 2 * epochs
-        confusion = plots[f"digits/{model}/confusion"][0]["content"]["data"]["values"]
+        assert {row["field"] for row in loss} == {"train_loss", "test_loss"} and len(loss) == 2 * epochs[model]
+        confusion = plots[f"results/digits/eval/{model}/seed3407/predictions.csv"][0]["content"]["data"]["values"]
         assert len(confusion) == 360 and {"actual", "predicted"} <= set(confusion[0])  # one row per test image
-        trials = plots[f"digits/{model}/trials"][0]["content"]["data"]["values"]
+        trials = plots[f"results/digits/tune/{model}/trials.csv"][0]["content"]["data"]["values"]
         assert len(trials) == 1 and float(trials[0]["lr"]) > 0  # tests/tiny.yaml: max_evals 1
-    dvc("plots", "show", "-o", tmp_path / "plots", cwd=work)
+    dvc("plots", "show", "-o", tmp_path / "plots", cwd=work)  # .dvc/config names the offline page
     html = (tmp_path / "plots/index.html").read_text()
-    assert all(plot in html for plot in ids)
+    assert all(plot in html for plot in ids) and html.count("vegaEmbed(") >= len(ids)
+    assert not re.search(r"<script[^>]+src=", html) and "cdn.jsdelivr" not in html  # nothing to fetch
 
 
 @pytest.mark.slow
@@ -382,6 +396,7 @@ def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
         assert ran_stages(run) == model_stages(work, "mlp")  # the changed model's stages, nothing else
         assert changed_stages(work) == set() and metrics.read_bytes() != before
         assert json.loads(output(work, "train/mlp", "run.json").read_text())["lr"] == 0.002
+        assert snakemake_plans(work) == set()  # Snakemake takes DVC's runs as its own, without a manual step
         assert (work / "config.yaml").read_bytes() == config  # the hand-written config: not a byte changed
         edited = (work / "params.yaml").read_text()  # the experiment file: mlp's section, nothing else
         assert [line for line in edited.splitlines() if not line.startswith(("mlp:", "  "))] == [
@@ -393,13 +408,14 @@ def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
         table = make("dvc-exp-show", cwd=work, env={"COLUMNS": "1000"}).stdout  # as wide as it wants
         lines = table.splitlines()[1:]  # after make's echo of the command
         assert max(map(len, lines)) <= 120, table
-        for column in ("Experiment", "mlp.accuracy", "mlp.loss", "mlp.hparams", "mlp.paper.lr", "mlp.paper.epochs"):
+        for column in ("Experiment", "mean_accuracy", "mlp.hparams", "mlp.paper.lr", "mlp.paper.epochs"):
             assert column in lines[1], column
         assert "mlp-paper-lr" in table and "…" not in table
     finally:
         restore_baseline(work)
     assert changed_stages(work) == set()
     assert metrics.read_bytes() == before  # the old results, checked out of the cache
+    assert snakemake_plans(work) == set()  # after dvc checkout too
 
 
 @pytest.mark.slow
@@ -409,7 +425,7 @@ def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
     dvc("push", TINY, cwd=work)
     shutil.rmtree(work / "results")
     shutil.rmtree(work / ".dvc/cache")  # so the files really come from the remote
-    make("dvc-pull", cwd=work)  # dvc pull + snakemake --touch once DVC says all is current
+    dvc("pull", cwd=work)  # no `make dvc-pull` needed: Snakemake takes DVC's outputs as its own
     assert (work / "results/digits/report/comparison.csv").is_file()
     assert changed_stages(work) == set()
     assert snakemake_plans(work) == set()
@@ -418,7 +434,6 @@ def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
 @pytest.mark.slow
 def test_snakemake_run_then_dvc_commit_leaves_both_engines_clean(dvc_repo):
     work, _, _ = dvc_repo
-    make("dvc-touch", cwd=work)  # after DVC ran stages (the experiment above): Snakemake records them
     set_config(work, lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[128]))
     assert "train" in snakemake_plans(work)
     result = run_snakemake("--cores", "2", "--configfile", "tests/tiny.yaml", cwd=work)
@@ -426,6 +441,6 @@ def test_snakemake_run_then_dvc_commit_leaves_both_engines_clean(dvc_repo):
     assert changed_stages(work) == model_stages(work, "mlp")
     benchmark = work / "logs/digits/benchmarks/train/mlp/seed3407.tsv"  # older than what dvc commit re-links
     assert benchmark.is_file()
-    make("dvc-commit", cwd=work)  # dvc commit + snakemake --touch (outputs and benchmarks)
+    dvc("commit", "--force", cwd=work)  # records what Snakemake made; `make dvc-commit` does the same
     assert changed_stages(work) == set()
     assert snakemake_plans(work) == set()
