@@ -23,9 +23,8 @@ import torch
 
 from reprozoo.data import _prepare_digits
 from reprozoo.engine import Normalize, Runner, Tensors, fit, pick_device, seed_everything
-from reprozoo.features import extract
 from reprozoo.models import create_model
-from reprozoo.models.pretrained import FrozenProbe, create_backbone
+from reprozoo.models.pretrained import FrozenProbe, create_backbone, extract
 
 NORM = {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
 

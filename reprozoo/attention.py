@@ -15,9 +15,8 @@ import torch.nn.functional as F  # noqa: E402
 from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
-from reprozoo.evaluate import load_weights  # noqa: E402
+from reprozoo.io import load_weights, save_figure  # noqa: E402
 from reprozoo.models import create_model, model_entry  # noqa: E402
-from reprozoo.report import save_figure  # noqa: E402
 
 
 def attention_figure(cfg: dict, data_path, weights_path, attention_plot_path, index: int = 0) -> list[torch.Tensor]:

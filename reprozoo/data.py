@@ -9,6 +9,10 @@ images, their bytes and a sha256 over every image's name and content
 (`scan_tree`). `tree_fingerprint` is the same digest for a whole folder; the
 Snakefile passes it as a `params:` value, so editing, adding or removing an
 image reruns the stages that read it (DVC sees the folders as `deps`).
+
+What tune, train and evaluate read comes from here too: `model_inputs`, the
+images of data.npz or, for a probe, the features `cache_features` stored
+(`load_features`).
 """
 from __future__ import annotations
 
@@ -26,16 +30,12 @@ from urllib.error import URLError
 import numpy as np
 
 from reprozoo.config import IMAGE_SIZE
-from reprozoo.errors import UserError
-from reprozoo.io import atomic_path, read_json, write_json
+from reprozoo.errors import DataError
+from reprozoo.io import atomic_path, load_torch, read_json, write_json
 
 log = logging.getLogger("reprozoo.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-
-
-class DataError(UserError, RuntimeError):
-    """Missing or malformed data, reported as one line naming the file or folder."""
 
 
 def _line(e: BaseException) -> str:
@@ -382,3 +382,28 @@ def labelled_mask(y: np.ndarray, pool: list[int], per_class: int | None, seed: i
                             f"images of class '{name}'")
         mask[rng.permutation(members)[:per_class]] = True
     return mask
+
+
+# ---------------------------------------------------------------- what a model trains on
+
+def load_features(path) -> dict:
+    blob = load_torch(path, "features", "cache_features")
+    if not isinstance(blob, dict) or not {"x_train", "y_train", "x_test", "y_test", "meta"} <= blob.keys():
+        raise DataError(f"{path}: not a features file (missing arrays)")
+    return blob
+
+
+def model_inputs(cfg: dict, data_path, features_path=None) -> dict:
+    """x/y arrays a model trains on: images from data.npz, or a probe's cached features."""
+    arrays = load_arrays(data_path)
+    if not cfg.get("backbone"):
+        return arrays
+    if features_path is None:
+        raise DataError(f"model '{cfg['name']}' trains on cached features of backbone "
+                        f"'{cfg['backbone']['name']}': pass --features")
+    blob = load_features(features_path)
+    if not np.array_equal(blob["y_train"].numpy(), arrays["y_train"]) or \
+            not np.array_equal(blob["y_test"].numpy(), arrays["y_test"]):
+        raise DataError(f"{features_path}: labels differ from {data_path}; recompute the features")
+    return {"x_train": blob["x_train"].numpy(), "y_train": arrays["y_train"], "x_test": blob["x_test"].numpy(),
+            "y_test": arrays["y_test"], "classes": arrays["classes"]}

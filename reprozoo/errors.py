@@ -15,3 +15,7 @@ class DiskFull(UserError, OSError):
 
 class ConfigError(UserError, ValueError):
     """A configuration problem, reported as one line naming the key."""
+
+
+class DataError(UserError, RuntimeError):
+    """Missing or malformed data, reported as one line naming the file or folder."""

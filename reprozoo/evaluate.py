@@ -8,26 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
-from reprozoo.data import DataError, load_arrays, read_imagefolder
+from reprozoo.data import load_arrays, model_inputs, read_imagefolder
 from reprozoo.engine import Runner, Tensors
-from reprozoo.features import backbone_features, model_inputs
-from reprozoo.io import load_torch, write_csv, write_json
+from reprozoo.io import load_weights, write_csv, write_json
 from reprozoo.models import create_model
+from reprozoo.models.pretrained import backbone_features
 
 log = logging.getLogger("reprozoo.evaluate")
-
-
-def load_weights(model: torch.nn.Module, path, device) -> torch.nn.Module:
-    state = load_torch(path, "weights", "train")  # weights_only: never unpickles code
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise DataError(f"{path}: weights do not fit model ({first}); retrain after changing its config") from None
-    return model
 
 
 def scores(runner: Runner, data: Tensors) -> tuple[dict, np.ndarray, np.ndarray]:

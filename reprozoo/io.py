@@ -1,4 +1,7 @@
-"""Atomic artifact writes and the provenance stamp every result carries."""
+"""Atomic artifact writes, checked artifact reads and the provenance stamp every result carries.
+
+Every stage reads and writes its artifacts through here: a model's weights (`load_weights`),
+every figure with its PDF twin (`save_figure`), JSON, CSV and torch files."""
 from __future__ import annotations
 
 import contextlib
@@ -9,10 +12,13 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from reprozoo.config import ROOT
-from reprozoo.errors import DiskFull, UserError
+from reprozoo.errors import DataError, DiskFull, UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
@@ -78,6 +84,16 @@ class ArtifactError(UserError):
     """A pipeline artifact is missing, truncated or not what it claims to be."""
 
 
+def load_weights(model: torch.nn.Module, path, device) -> torch.nn.Module:
+    state = load_torch(path, "weights", "train")  # weights_only: never unpickles code
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise DataError(f"{path}: weights do not fit model ({first}); retrain after changing its config") from None
+    return model
+
+
 def write_json(path: str | Path, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -102,9 +118,21 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def pdf_twin(path: str | Path) -> str:
-    """Where a figure's PDF twin goes: beside its PNG, same name. `reprozoo.report.save_figure`
-    writes it; rules/common.smk declares it (this module imports no torch, so the Snakefile can)."""
+    """Where a figure's PDF twin goes: beside its PNG, same name. `save_figure` writes it;
+    rules/common.smk declares it (this module imports no torch, so the Snakefile can)."""
     return os.path.splitext(str(path))[0] + ".pdf"
+
+
+def save_figure(fig, path: Path) -> None:
+    """Every figure of the pipeline: the PNG at `path`, and its PDF twin for papers. Each is
+    written atomically; the PDF without a creation date, so a rerun writes the same bytes."""
+    import matplotlib.pyplot as plt  # the stage that drew `fig` chose the backend (Agg)
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=200)  # print quality
+    with atomic_path(pdf_twin(path)) as tmp:
+        fig.savefig(tmp, format="pdf", dpi=200, metadata={"CreationDate": None})  # dpi: raster parts (images)
+    plt.close(fig)
 
 
 def read_json(path: str | Path):

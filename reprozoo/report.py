@@ -12,7 +12,7 @@ Writes, for one dataset:
 - comparison.md: all of the above plus the paper spec, for people;
 - figures: training curves (all seeds), confusion matrices, the accuracy chart (each
   ablation hatched beside its base model); each as PNG and as a PDF twin for papers
-  (`save_figure`, which the attention and samples stages use too).
+  (`reprozoo.io.save_figure`, through which the attention and samples stages write theirs too).
 
 A model whose test numbers show no progress on any seed (loss exploded, or
 accuracy at chance: `reprozoo.progress.no_progress`, the rule the train stage
@@ -37,7 +37,7 @@ import seaborn as sns  # noqa: E402
 
 from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.progress import no_progress  # noqa: E402
-from reprozoo.io import atomic_path, fmt_duration, pdf_twin, read_json, write_csv, write_json, write_text  # noqa: E402
+from reprozoo.io import fmt_duration, read_json, save_figure, write_csv, write_json, write_text  # noqa: E402
 
 log = logging.getLogger("reprozoo.report")
 
@@ -344,16 +344,6 @@ def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path, ablations: pd.D
                  fontsize=8, color="dimgray")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     save_figure(fig, path)
-
-
-def save_figure(fig, path: Path) -> None:
-    """Every figure of the pipeline: the PNG at `path`, and its PDF twin for papers. Each is
-    written atomically; the PDF without a creation date, so a rerun writes the same bytes."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=200)  # print quality
-    with atomic_path(pdf_twin(path)) as tmp:
-        fig.savefig(tmp, format="pdf", dpi=200, metadata={"CreationDate": None})  # dpi: raster parts (images)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------ markdown

@@ -22,9 +22,8 @@ from torchvision.utils import make_grid  # noqa: E402
 from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
-from reprozoo.evaluate import load_weights  # noqa: E402
+from reprozoo.io import load_weights, save_figure  # noqa: E402
 from reprozoo.models import create_model, model_entry  # noqa: E402
-from reprozoo.report import save_figure  # noqa: E402
 
 PER_CLASS = 10      # samples per row of the grid
 RECONSTRUCTED = 10  # test images shown with their reconstructions

@@ -12,8 +12,7 @@ import time
 import pandas as pd
 import torch
 
-from reprozoo.data import labelled_mask, read_split
-from reprozoo.features import model_inputs
+from reprozoo.data import labelled_mask, model_inputs, read_split
 from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
 from reprozoo.errors import UserError
 from reprozoo.io import fmt_duration, read_json, save_torch, stamp, write_csv, write_json

@@ -18,8 +18,7 @@ import pandas as pd
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
 from hyperopt.exceptions import AllTrialsFailed
 
-from reprozoo.data import labelled_mask, read_split
-from reprozoo.features import model_inputs
+from reprozoo.data import labelled_mask, model_inputs, read_split
 from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
 from reprozoo.errors import UserError
 from reprozoo.io import write_csv, write_json

@@ -8,12 +8,14 @@ import pytest
 from PIL import Image
 
 import reprozoo.report as report
+from reprozoo.io import save_figure
 from conftest import ROOT, tiny_model_cfg
 
 
 @pytest.fixture
 def captured(monkeypatch):
-    """The figures the plotting functions build, kept open instead of saved."""
+    """The figures the plotting functions build, kept open instead of saved (report.py's
+    name for `reprozoo.io.save_figure` is the one its plotting functions look up)."""
     figures = []
     monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))
     return figures
@@ -131,7 +133,7 @@ def test_figures_are_saved_at_200_dpi(tmp_path):
 
     fig, ax = plt.subplots(figsize=(2, 1))
     ax.plot([0, 1])
-    report.save_figure(fig, tmp_path / "f.png")
+    save_figure(fig, tmp_path / "f.png")
     with Image.open(tmp_path / "f.png") as img:
         assert np.allclose(img.info["dpi"], (200, 200), atol=1) and img.size == (400, 200)
 
@@ -143,7 +145,7 @@ def test_every_figure_also_gets_a_pdf_twin_written_atomically_and_reproducibly(t
     for _ in range(2):
         fig, ax = plt.subplots(figsize=(2, 1))
         ax.imshow(np.eye(4))  # a raster part, as in the attention and samples figures
-        report.save_figure(fig, tmp_path / "f.png")
+        save_figure(fig, tmp_path / "f.png")
         pdfs.append((tmp_path / "f.pdf").read_bytes())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]  # no temp file left behind
     assert pdfs[0].startswith(b"%PDF-") and pdfs[0].rstrip().endswith(b"%%EOF")
@@ -154,7 +156,7 @@ def test_figures_are_written_only_through_save_figure():
     """So every figure a stage draws gets its PDF twin."""
     calls = {path.name: len(re.findall(r"\.savefig\(", path.read_text()))
              for path in (ROOT / "reprozoo").rglob("*.py")}
-    assert {name: n for name, n in calls.items() if n} == {"report.py": 2}  # save_figure: PNG, PDF
+    assert {name: n for name, n in calls.items() if n} == {"io.py": 2}  # save_figure: PNG, PDF
 
 
 def test_the_attention_and_samples_stages_write_pdf_twins(demo_cfg, digits_npz, tmp_path):

@@ -53,7 +53,7 @@ def test_probe_features_at_224px_on_cuda_match_fp32_cpu(study_cfg, cuda):
     """The frozen ViT-B/16 at the study's 224 px under bf16 + channels_last gives the
     CPU fp32 features up to bf16 rounding."""
     from reprozoo.sections import resolve_backbone
-    from reprozoo.features import backbone_features
+    from reprozoo.models.pretrained import backbone_features
 
     spec = {**resolve_backbone(study_cfg, "vit_b16_in1k"), "weights": "none", "batch_size": 8}
     g = torch.Generator().manual_seed(0)

@@ -198,7 +198,7 @@ def test_truncated_weights_are_one_line(cnn_args, tmp_path):
 
 
 def test_crafted_features_file_is_one_line(demo_cfg, digits_npz, digits_split, tmp_path):
-    from reprozoo.features import load_features
+    from reprozoo.data import load_features
     from reprozoo.io import ArtifactError
 
     marker = tmp_path / "owned"

@@ -9,9 +9,9 @@ from torch import nn
 
 from reprozoo.errors import ConfigError
 from reprozoo.sections import resolve_model
-from reprozoo.data import save_arrays
+from reprozoo.data import load_features, model_inputs, save_arrays
 from reprozoo.engine import Normalize, Tensors
-from reprozoo.features import cache_features, load_features, model_inputs
+from reprozoo.features import cache_features
 from reprozoo.models import count_parameters, create_model, setting_deviations
 from reprozoo.models.pretrained import ViTB16Features
 from conftest import tiny_model_cfg

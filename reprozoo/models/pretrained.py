@@ -1,7 +1,9 @@
 """ImageNet-pretrained models: resnet18_pretrained (fine-tuned end to end) and the
 frozen ViT-B/16 linear probe, whose backbone runs once per image in
 `cache_features` while `linear_probe` (768 -> 10, 7,690 params) trains on the
-cached features.
+cached features. `backbone_features` is that one pass of a frozen backbone over
+uint8 images (`cache_features` stores it; `evaluate` runs it over a probe's extra
+test sets).
 
 Weights come through torchvision's weight enums into torch's hub cache
 ($TORCH_HOME/hub/checkpoints). `weights: none` (random init) exists for tests
@@ -14,7 +16,10 @@ from urllib.error import URLError
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from reprozoo.config import BACKBONE_BATCH_SIZE
+from reprozoo.engine import Normalize, Tensors
 from reprozoo.errors import ConfigError
 from reprozoo.models import register_model
 from reprozoo.models.resnet import cifar_stem, resnet_references
@@ -115,6 +120,35 @@ def create_backbone(arch: str, weights: str, image_size: int) -> nn.Module:
     if arch not in BACKBONES:
         raise ConfigError(f"unknown backbone '{arch}' (known: {', '.join(sorted(BACKBONES))})")
     return BACKBONES[arch](weights=weights, image_size=image_size)
+
+
+@torch.no_grad()
+def extract(backbone: torch.nn.Module, images: Tensors, normalize: Normalize, batch_size: int,
+            device: torch.device, desc: str = "features") -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> backbone features (N, D) in fp16, on the CPU."""
+    out = []
+    cuda = device.type == "cuda"
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+        x = normalize(images.x[start:start + batch_size])
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            out.append(backbone(x).float().half().cpu())
+    return torch.cat(out)
+
+
+def backbone_features(spec: dict, normalize: dict, image_sets: dict[str, Tensors],
+                      device: torch.device) -> dict[str, torch.Tensor]:
+    """A frozen backbone (a `backbones:` section), built once, over each set of uint8 images
+    -> {name: fp16 features (N, D) on the CPU}. What cache_features stores and evaluate uses
+    for extra test sets."""
+    backbone = create_backbone(spec["arch"], spec["weights"], spec["image_size"]).to(device).eval()
+    if device.type == "cuda":
+        backbone = backbone.to(memory_format=torch.channels_last)
+    norm = Normalize(normalize["mean"], normalize["std"]).to(device)
+    batch_size = spec.get("batch_size", BACKBONE_BATCH_SIZE)
+    return {name: extract(backbone, images, norm, batch_size, device, f"{name} features")
+            for name, images in image_sets.items()}
 
 
 @register_model
