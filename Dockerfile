@@ -1,7 +1,6 @@
 # reprozoo pipeline image: Python 3.11, exactly the pins of requirements.txt, and
 # the reprozoo package. The Snakefile's `container:` (config.yaml `container.image`)
-# names it; `snakemake --use-singularity` runs every job in it (README, "Containers
-# and clusters").
+# names it; `snakemake --use-singularity` runs every job in it (docs/containers.md).
 #
 #   docker build -t ghcr.io/reprozoo/reprozoo:0.1.0 .      # tag = the project version
 #

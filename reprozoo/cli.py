@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", metavar="config", help="path to config.yaml")
     p.add_argument("overrides", nargs="*", help="override YAML files applied in order")
     p.add_argument("--model-json", metavar="NAME", help="print models.NAME resolved, as the stages receive it")
-    p = sub.add_parser("dvc-yaml", help="write dvc.yaml for config.yaml (+ an override), in DVC's foreach idiom")
+    p = sub.add_parser("dvc-yaml", help="write dvc.yaml for config.yaml (+ an override), in DVC's matrix idiom")
     p.add_argument("--configfile", action="append", default=[], metavar="YAML",
                    help="override file(s) on top of config.yaml, as for snakemake (default: the study)")
     p.add_argument("--check", action="store_true", help="write nothing; fail when dvc.yaml is stale")

@@ -71,7 +71,7 @@ def check_config(path: str | Path, *overrides: str | Path, model: str | None = N
 def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool = False) -> dict:
     """cfg with the experiment file applied: params.yaml holds one section override per model
     (`mlp: {hparams: paper}` merges into models.mlp), the file `dvc exp run -S` edits. Snakemake
-    applies it too, so both engines see one configuration (README "DVC"). It holds what a model
+    applies it too, so both engines see one configuration (docs/dvc.md). It holds what a model
     trains with: DVC tracks each section as a whole, so reported numbers (but the lr and epochs
     `hparams: paper` trains with) and verifier expectations stay in config.yaml."""
     if missing_ok and not Path(path).is_file():

@@ -109,7 +109,7 @@ def _stage(rule: str, models: str | None = None, backbone: str | None = None) ->
     else:
         stage["outs"] = list(outs)
     if rule == "report":
-        stage["metrics"] = [Flow({SUMMARY: Flow(cache=False)})]
+        stage["metrics"] = [SUMMARY]
     return stage
 
 

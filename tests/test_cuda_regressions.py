@@ -1,4 +1,4 @@
-"""Failures first seen on the H100 (README "Measured on a GPU"), reproduced on CPU."""
+"""Failures first seen on the H100 (benchmarks/measured/h100-2026-11-24/README.md), reproduced on CPU."""
 import torch
 
 from reprozoo.models import create_model

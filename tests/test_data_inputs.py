@@ -266,8 +266,8 @@ def dvc_changed(work) -> set[str]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """The tiny pipeline, one model, run once by Snakemake on an imagefolder dataset and an extra test set
-    whose folder names carry shell syntax; then recorded by DVC in a no-SCM DVC repo the way the README
-    says (`make dvc-commit`: `dvc commit`, then Snakemake's timestamps and benchmarks touched)."""
+    whose folder names carry shell syntax; then recorded by DVC in a no-SCM DVC repo the way docs/dvc.md
+    says (`make dvc-commit`: `dvc commit`; Snakemake then takes the outputs as its own by itself)."""
     work = copy_workflow(tmp_path_factory.mktemp("inputs"))
     for name in (".dvcignore", "Makefile"):
         shutil.copy2(ROOT / name, work / name)

@@ -81,11 +81,11 @@ def test_demo_table_lists_every_model_well_above_chance(demo_run, demo_cfg, stud
     assert settings["mlp"] == "paper's"
     md = (work / "results/digits/report/comparison.md").read_text()
     assert "Not comparable" in md and all(f"| {m} " in md for m in table["model"])
-    figures = ["accuracy.png", "attention_vit_tiny.png", "attention_vit_tiny_heads3.png", "samples_vae.png",
-               "samples_acgan.png"]
-    for png in figures + [f"{kind}_{m}.png" for m in STUDY_MODELS for kind in ("curves", "confusion")]:
-        assert (work / "results/digits/report/figures" / png).stat().st_size > 10_000, png
-        assert (work / "results/digits/report/figures" / png).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", png
+    figures = ["figures/accuracy.png", "models/attention_vit_tiny.png", "models/attention_vit_tiny_heads3.png",
+               "models/samples_vae.png", "models/samples_acgan.png"]  # models/: the figures a model declares
+    for png in figures + [f"figures/{kind}_{m}.png" for m in STUDY_MODELS for kind in ("curves", "confusion")]:
+        assert (work / "results/digits/report" / png).stat().st_size > 10_000, png
+        assert (work / "results/digits/report" / png).with_suffix(".pdf").read_bytes()[:5] == b"%PDF-", png
     ablations = pd.read_csv(work / "results/digits/report/ablations.csv")
     assert ablations["variant"].tolist() == ["cnn_nobn", "vit_tiny_heads3"]
     assert ablations.set_index("variant").loc["vit_tiny_heads3", "paper_accuracy"] == 69.17

@@ -68,10 +68,10 @@ def slurm_snakemake(cluster, work, *args, timeout=600):
     Test-cluster settings only: it has no accounting database (job states from squeue,
     no account), 1 s before the first status check instead of 40 for speed, successful
     jobs' SLURM logs kept to be inspected, --verbose to print each sbatch line, and
-    --max-threads (README: nodes smaller than the rules' 4 threads).
+    --max-threads (docs/slurm.md: nodes smaller than the rules' 4 threads).
     """
     # A CI machine with less memory than the profile asks of a rule (8 GB for tune/train/
-    # evaluate): cap every job's memory at the node's (README). A later --resources replaces it.
+    # evaluate): cap every job's memory at the node's (docs/slurm.md). A later --resources replaces it.
     small = ["--resources", f"mem_mb={cluster.memory_mb}"] if cluster.memory_mb < PROFILE_MEM_MB else []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", str(cluster.conf))

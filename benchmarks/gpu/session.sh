@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call of the GPU study (README "Measured on a GPU"), as a session lent a GPU runs it.
+# One device call of the GPU study (README.md "On one GPU"), as a session lent a GPU runs it.
 # First, here: `bash benchmarks/gpu/bundle.sh`. Then each device call (carry [".gpu"], timeout_s 600):
 #
 #   bash benchmarks/gpu/session.sh STEP...
