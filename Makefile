@@ -20,7 +20,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 demo: venv
 	$(PY) -m reprozoo check-config config.yaml config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml
-	@echo; cat results/digits/report/comparison.md
+	@echo; $(PY) -m reprozoo table --dataset digits
+	@echo "(the full table, the verdicts and the paper spec: results/digits/report/comparison.md)"
 
 ## test: the whole test suite on two pytest-xdist workers (about 10 min on 2 CPU cores; GPU tests skip without CUDA)
 test: venv
@@ -68,7 +69,7 @@ dvc-yaml: venv
 dvc-demo: venv
 	$(PY) -m reprozoo dvc-yaml --configfile config/demo.yaml
 	dvc repro
-	@echo; cat results/digits/report/comparison.md
+	@echo; $(PY) -m reprozoo table --dataset digits
 
 ## dvc-pull: fetch every output from the DVC remote
 dvc-pull:

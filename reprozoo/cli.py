@@ -6,17 +6,22 @@ reads the model's section file (results/digits/config/model-mlp.json) and every 
 place in the paths table (reprozoo/stages.py); `--weights PATH` and the like override one path.
 `--config YAML` (repeatable: config.yaml, then overrides) first resolves that config and writes
 its section files, as the Snakefile does (`--experiments params.yaml` is applied when the file
-exists). Three tools besides: `resolve` writes the section files, `check-config` validates a
-config, `dvc-yaml` writes dvc.yaml.
+exists). Tools besides: `resolve` writes the section files, `check-config` validates a
+config, `table` shows a comparison table, `dvc-yaml` writes dvc.yaml.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
+
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from reprozoo.errors import ConfigError, UserError
 from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, Stage, flag
@@ -52,7 +57,8 @@ def _add_stage(sub, name: str, stage: Stage) -> None:
     if stage.compute:
         p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
         p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--log", metavar="PATH", help="also write log lines to this file (replaced each run)")
+    p.add_argument("--log", metavar="PATH", help="write everything the stage prints to this file (replaced each "
+                                                 "run); only a failure's one-line reason goes to the terminal")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", metavar="config", help="path to config.yaml")
     p.add_argument("overrides", nargs="*", help="override YAML files applied in order")
     p.add_argument("--model-json", metavar="NAME", help="print models.NAME resolved, as the stages receive it")
+    p = sub.add_parser("table", help="the comparison table of a dataset, compact enough for a terminal")
+    p.add_argument("--dataset", required=True, metavar="NAME", help="its report: results/<dataset>/report/")
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml for config.yaml (+ an override), in DVC's matrix idiom")
     p.add_argument("--configfile", action="append", default=[], metavar="YAML",
                    help="override file(s) on top of config.yaml, as for snakemake (default: the study)")
@@ -157,6 +165,10 @@ def run_tool(args: argparse.Namespace) -> None:
     if args.stage == "resolve":
         written = resolve(args)
         return print(f"section files: {written} written, the others unchanged")
+    if args.stage == "table":
+        from reprozoo.report import compact_table
+
+        return print(compact_table(PATHS["table_csv"].format(dataset=args.dataset)))
     if args.stage == "check-config":
         from reprozoo.config import check_config
 
@@ -166,20 +178,44 @@ def run_tool(args: argparse.Namespace) -> None:
     print(f"{write_dvc_yaml(args.configfile, check=args.check)}: {'up to date' if args.check else 'written'}")
 
 
+def log_to(path: str):
+    """Send everything this process prints (Python, warnings, progress, C libraries: file
+    descriptors 1 and 2) to the log at `path`, replaced; return the terminal's stderr, where
+    only a failure's one-line reason goes."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return terminal
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if getattr(args, "log", None):
-        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(args.log, mode="w"))
+    log = getattr(args, "log", None)
+    terminal = log_to(log) if log else sys.stderr
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=handlers, force=True)
+                        handlers=[logging.StreamHandler(sys.stderr)], force=True)
+    reason = None
     try:
-        run_stage(args) if args.stage in STAGES else run_tool(args)
+        with contextlib.nullcontext() if log else logging_redirect_tqdm():  # a terminal: bars and lines apart
+            run_stage(args) if args.stage in STAGES else run_tool(args)
     except UserError as e:  # every problem a user can fix (reprozoo/errors.py): one line, exit 2
-        print(f"reprozoo {args.stage}: error: {e}", file=sys.stderr)
-        return 2
+        reason, code = f"reprozoo {args.stage}: error: {e}", 2
     except KeyboardInterrupt:
-        print(f"reprozoo {args.stage}: interrupted (no partial outputs were written)", file=sys.stderr)
-        return 130
-    return 0
+        reason, code = f"reprozoo {args.stage}: interrupted (no partial outputs were written)", 130
+    except Exception as e:  # a bug: its traceback in the log, its name on the terminal
+        if not log:
+            raise
+        traceback.print_exc()
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        reason, code = f"reprozoo {args.stage}: internal error: {type(e).__name__}: {first} (traceback in {log})", 1
+    if reason is None:
+        return 0
+    print(reason, file=sys.stderr, flush=True)
+    if terminal is not sys.stderr:
+        print(reason, file=terminal, flush=True)
+    return code

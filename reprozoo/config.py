@@ -141,7 +141,25 @@ def _one_line(error: jsonschema.ValidationError, prefix: str = "") -> str:
     message = error.message
     if error.validator == "additionalProperties":
         message = message.replace("Additional properties are not allowed", "unknown key")
+    if error.validator == "type" and isinstance(error.instance, str) and _number_like(error.instance):
+        message += f" (YAML reads {error.instance} as text: write it with a dot, e.g. {_with_dot(error.instance)})"
+    if error.validator == "type" and isinstance(error.instance, bool) and "string" in str(error.validator_value):
+        message += " (YAML reads yes/no/on/off/true/false as a boolean: quote it)"
     return f"config key '{key}': {message}"
+
+
+def _number_like(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _with_dot(text: str) -> str:
+    """1e-3 -> 1.0e-3: the float YAML 1.1 (PyYAML) reads as a number."""
+    mantissa, _, exponent = text.lower().partition("e")
+    return (mantissa if "." in mantissa else mantissa + ".0") + ("e" + exponent if exponent else "")
 
 
 def validate_against(instance: dict, schema_ref: str | None = None, prefix: str = "") -> None:
@@ -242,7 +260,10 @@ def _check_lr_ranges(cfg: dict) -> None:
 
 def _check_args(key: str, name: str, arch: "Architecture", args: dict) -> None:
     """Architecture `name`'s factory takes these keyword arguments (read from its source, no torch)."""
-    unknown = sorted(set(args) - set(arch.args) - {"num_classes"})
+    if "num_classes" in args:
+        raise ConfigError(f"config key '{key}.num_classes': set by the dataset (its number of classes), "
+                          "not by the config: remove it")
+    unknown = sorted(set(args) - set(arch.args))
     if unknown and not arch.any_keyword:
         raise ConfigError(f"config key '{key}.{unknown[0]}': '{name}' takes no argument '{unknown[0]}' "
                           f"(it takes: {', '.join(a for a in arch.args if a != 'num_classes')})")

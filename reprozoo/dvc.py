@@ -100,7 +100,7 @@ def _stage(rule: str, models: str | None = None, backbone: str | None = None) ->
     matrix = {k: models if v == "MODELS" else v for k, v in matrix.items()}
     features = f"{R}/features/{backbone}.pt"
     stage = {"matrix": Flow(matrix),
-             "cmd": f"mkdir -p {log.rsplit('/', 1)[0]} && python -m reprozoo {command} > {log} 2>&1",
+             "cmd": f"python -m reprozoo {command} --log {log}",
              "deps": [features if d == "features" else d for d in deps if d != "features" or backbone]}
     if rule in STAGE_PLOTS:
         plot, props = STAGE_PLOTS[rule]

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprozoo.errors import UserError
 from reprozoo.objectives import Collapsed, get_objective
 from reprozoo.progress import no_progress  # noqa: F401  (the rules; tests and callers import it from here too)
 
@@ -50,11 +51,22 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def pick_device(name: str = "auto", threads: int = 0) -> torch.device:
     """The torch device `name` (auto: cuda if available), and `threads` CPU threads for torch (0: its default)."""
+    if threads < 0:
+        raise UserError(f"--threads {threads}: give 0 (torch's default) or a number of CPU threads")
     if threads:
         torch.set_num_threads(threads)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: reprozoo runs on cpu or cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -4,13 +4,14 @@ model, plus the same metrics on optional extra test sets (imagefolder trees)."""
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
-from reprozoo.data import load_arrays, model_inputs, read_imagefolder
+from reprozoo.data import DataError, load_arrays, model_inputs, read_imagefolder
 from reprozoo.engine import Runner, Tensors
 from reprozoo.io import load_weights, write_csv, write_json
 from reprozoo.models import create_model
@@ -36,6 +37,9 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
 
     test = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device)
     metrics, y_true, y_pred = scores(runner, test)
+    if not math.isfinite(metrics["loss"]):  # before any output: junk is no result
+        raise DataError(f"{weights_path}: the test loss is {metrics['loss']}: the model's outputs are not finite; "
+                        "retrain")
     per_class = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0) * 100
     metrics["per_class_accuracy"] = dict(zip(classes, per_class.round(4).tolist()))
     metrics["model"] = cfg["name"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import platform
 import subprocess
@@ -28,8 +29,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     An interrupted stage leaves no half-written output behind, so a rerun starts clean.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a folder", str(path))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -39,12 +45,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(f"{path}: no space left on device (or quota exceeded) while writing it; nothing was "
-                           f"written: free space under {path.parent}/ and rerun") from None
-        raise
+        raise _write_error(path, e) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, e: OSError) -> UserError:
+    """One line for an output that could not be written: full disk, file-size limit, read-only or
+    missing folder, a folder where the file should be."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{path}: no space left on device (or quota exceeded) while writing it; nothing was "
+                        f"written: free space under {path.parent}/ and rerun")
+    if e.errno == errno.EFBIG:
+        return UserError(f"{path}: file too large for this process's file-size limit (ulimit -f) while writing it; "
+                         "nothing was written: raise the limit and rerun")
+    return UserError(f"{path}: cannot write it ({e.strerror or type(e).__name__}"
+                     f"{': ' + e.filename if e.filename and str(e.filename) != str(path) else ''}); nothing was written")
 
 
 def save_torch(path: str | Path, obj) -> None:
@@ -54,7 +70,15 @@ def save_torch(path: str | Path, obj) -> None:
     import torch
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:  # torch's zip writer wraps the OSError of a failed write
+            cause = e.__cause__ or e.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None  # atomic_path: one line, the temp file removed
 
 
 def load_torch(path: str | Path, what: str, stage: str):
@@ -74,7 +98,7 @@ def load_torch(path: str | Path, what: str, stage: str):
         first = str(e).strip().splitlines()[0]
         raise ArtifactError(f"{path}: refused to load {what}: it holds Python objects other than tensors "
                             f"({first[:160]}); rerun the {stage} stage to rewrite it") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # weights_only: nothing ran; whatever the reader tripped on, the file is not ours
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ArtifactError(f"{path}: not a readable {what} file, truncated or corrupt ({first[:160]}); "
                             f"rerun the {stage} stage to rewrite it") from None
@@ -91,12 +115,33 @@ def load_weights(model: torch.nn.Module, path, device) -> torch.nn.Module:
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0]
         raise DataError(f"{path}: weights do not fit model ({first}); retrain after changing its config") from None
+    import torch
+
+    broken = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise DataError(f"{path}: weights hold NaN or infinite values ({broken[0]}, ...): no model to evaluate; "
+                        "retrain")
     return model
 
 
 def write_json(path: str | Path, data) -> None:
+    """Strict JSON: a NaN or infinity anywhere is one line naming its key, and nothing is written."""
+    if bad := _not_finite(data):
+        key, value = bad
+        raise UserError(f"{path}: '{key}' is {value}, not a finite number: the run produced no usable result "
+                        "(diverged, or weights that are not finite); nothing was written")
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _not_finite(value, key: str = "") -> tuple[str, float] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return key or "(value)", value
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for k, v in items:
+        if found := _not_finite(v, f"{key}.{k}" if key else str(k)):
+            return found
+    return None
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -362,6 +362,24 @@ def _md_table(frame: pd.DataFrame) -> str:
     return frame.astype(object).map(_cell).to_markdown(index=False, disable_numparse=True)
 
 
+# The comparison table's columns for a terminal: (column, heading); the files keep them all.
+COMPACT = [("model", "model"), ("accuracy", "acc %"), ("paper_accuracy", "paper"), ("diff_percent", "diff %"),
+           ("flag", "verdict"), ("loss", "loss"), ("paper_loss", "paper"), ("lr", "lr"), ("epochs", "epochs"),
+           ("train_time", "time")]
+
+
+def compact_table(table_csv_path) -> str:
+    """comparison.csv for a 120-column terminal: accuracy and loss beside the paper's, the verdict,
+    the lr and epochs trained with (`python -m reprozoo table`, the end of `make demo`)."""
+    try:
+        table = pd.read_csv(table_csv_path)
+    except (OSError, pd.errors.ParserError) as e:
+        raise ConfigError(f"{table_csv_path}: no comparison table to show ({e}); run the report first") from None
+    shown = table[[c for c, _ in COMPACT if c in table]].rename(columns=dict(COMPACT))
+    shown["verdict"] = shown["verdict"].astype(str).str.replace(r"not comparable \((.*)\)", r"n/c (\1)", regex=True)
+    return shown.astype(object).map(_cell).to_string(index=False)
+
+
 def paper_spec_md(study: dict, papers: dict, models: list[str]) -> list[str]:
     lines = ["## Paper spec", ""]
     if study:

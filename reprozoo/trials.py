@@ -98,16 +98,11 @@ def _one_trial(i: int) -> tuple[int, dict, dict]:
     return i, rows[-1], result
 
 
-def _log_files() -> list[str]:
-    """The files the parent logs to (the stage's --log), for spawned workers to append to."""
-    return [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-
-
-def _spawned(build: tuple, lrs: list[float], threads: int, log_level: int, log_files: list[str]) -> None:
-    """A spawned worker's initializer: log where the parent does, build the objective (data on the card) once."""
-    handlers = [logging.StreamHandler()] + [logging.FileHandler(f) for f in log_files]
+def _spawned(build: tuple, lrs: list[float], threads: int, log_level: int) -> None:
+    """A spawned worker's initializer: log as the parent does (to the stderr it inherits: the stage's
+    --log), build the objective (data on the card) once."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=handlers, force=True)
+                        handlers=[logging.StreamHandler()], force=True)
     objective, rows = build[0](*build[1])
     _JOB.update(objective=objective, rows=rows, lrs=lrs, threads=threads)
 
@@ -143,8 +138,8 @@ def run(build: tuple, rows: list, lrs: list[float], workers: int = 1, device: to
             if workers <= 1 or not todo:
                 trials = map(_one_trial, todo)
             else:
-                pool_args = dict(initializer=_spawned, initargs=(build, lrs, threads, log.getEffectiveLevel(),
-                                                                 _log_files())) if spawn else dict(maxtasksperchild=1)
+                pool_args = dict(initializer=_spawned, initargs=(build, lrs, threads, log.getEffectiveLevel())) \
+                    if spawn else dict(maxtasksperchild=1)
                 pool = stack.enter_context(mp.get_context(start).Pool(min(workers, len(todo)), **pool_args))
                 trials = pool.imap_unordered(_one_trial, todo, chunksize=1)  # each as it finishes
             for i, row, result in trials:

@@ -27,6 +27,7 @@ from reprozoo.models import create_model
 from reprozoo import trials as concurrent
 
 log = logging.getLogger("reprozoo.tune")
+logging.getLogger("hyperopt").setLevel(logging.WARNING)  # its per-draw INFO lines say nothing a person needs
 
 TRIAL_COLUMNS = ["trial", "lr", "status", "best_epoch", "best_val_loss", "best_val_accuracy",
                  "epochs_run", "seconds", "error"]

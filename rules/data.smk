@@ -17,7 +17,7 @@ rule download:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo download --dataset {wildcards.dataset} > {log} 2>&1"
+        "python -m reprozoo download --dataset {wildcards.dataset} --log {log}"
 
 
 rule prepare:
@@ -33,7 +33,7 @@ rule prepare:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo prepare --dataset {wildcards.dataset} > {log} 2>&1"
+        "python -m reprozoo prepare --dataset {wildcards.dataset} --log {log}"
 
 
 rule split:
@@ -48,4 +48,4 @@ rule split:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo split --dataset {wildcards.dataset} --seed {wildcards.seed} > {log} 2>&1"
+        "python -m reprozoo split --dataset {wildcards.dataset} --seed {wildcards.seed} --log {log}"

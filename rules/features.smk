@@ -22,4 +22,4 @@ rule cache_features:
         gpu=1,
     shell:
         "python -m reprozoo cache-features --dataset {wildcards.dataset} --backbone {wildcards.backbone}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --log {log}"

@@ -24,7 +24,7 @@ rule tune:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     shell:
         "python -m reprozoo tune --dataset {wildcards.dataset} --model {wildcards.model} --threads {threads}"
-        " > {log} 2>&1"
+        " --log {log}"
 
 
 rule train:
@@ -51,7 +51,7 @@ rule train:
         gpu=1,
     shell:
         "python -m reprozoo train --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --log {log}"
 
 
 rule evaluate:
@@ -77,4 +77,4 @@ rule evaluate:
         gpu=1,
     shell:
         "python -m reprozoo evaluate --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --log {log}"

@@ -44,7 +44,7 @@ rule report:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo report --dataset {wildcards.dataset} > {log} 2>&1"
+        "python -m reprozoo report --dataset {wildcards.dataset} --log {log}"
 
 
 rule attention:
@@ -64,7 +64,7 @@ rule attention:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo attention --dataset {wildcards.dataset} --model {wildcards.model} > {log} 2>&1"
+        "python -m reprozoo attention --dataset {wildcards.dataset} --model {wildcards.model} --log {log}"
 
 
 rule samples:
@@ -85,4 +85,4 @@ rule samples:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo samples --dataset {wildcards.dataset} --model {wildcards.model} > {log} 2>&1"
+        "python -m reprozoo samples --dataset {wildcards.dataset} --model {wildcards.model} --log {log}"

@@ -14,4 +14,4 @@ rule verify:
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo verify --model {wildcards.model} > {log} 2>&1"
+        "python -m reprozoo verify --model {wildcards.model} --log {log}"

@@ -170,7 +170,7 @@ def test_dvc_plans_the_snakemake_jobs(tmp_path, configs):
         deps = [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)]
         assert all(_covers(deps, f) for f in job["input"]) and all(
             any(_covers([d], f) for f in job["input"]) for d in deps), name  # a folder dep: the report's runs
-        command = shlex.split(stage.cmd.split(" && ", 1)[-1])  # after the `mkdir -p` of the log's folder
+        command = shlex.split(stage.cmd)
         snakemake = shlex.split(job["cmd"])
         if "--threads" in snakemake:  # DVC runs one stage at a time: torch's default threads
             snakemake[snakemake.index("--threads") + 1] = "0"
@@ -195,7 +195,7 @@ def test_section_files_hold_what_snakemake_resolves(tmp_path):
     assert result.returncode == 0, result.stderr
     tune = next(line.split("Shell command: ")[-1] for line in result.stdout.splitlines()
                 if "reprozoo tune " in line and "--model mlp " in line)
-    assert tune == "python -m reprozoo tune --dataset digits --model mlp --threads 1 > logs/digits/tune/mlp.log 2>&1"
+    assert tune == "python -m reprozoo tune --dataset digits --model mlp --threads 1 --log logs/digits/tune/mlp.log"
     section = work / "results/digits/config/model-mlp.json"
     written = section.read_text()
     cfg = json.loads(written)["cfg"]
@@ -423,6 +423,10 @@ def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
         for column in ("Experiment", "mean_accuracy", "mlp.hparams", "mlp.paper.lr", "mlp.paper.epochs"):
             assert column in lines[1], column
         assert "mlp-paper-lr" in table and "…" not in table
+        restore_baseline(work)
+        dvc("exp", "apply", "mlp-paper-lr", cwd=work)  # the experiment back into the workspace
+        assert json.loads(output(work, "train/mlp", "run.json").read_text())["lr"] == 0.002
+        assert snakemake_plans(work) == set()  # after dvc exp apply too
     finally:
         restore_baseline(work)
     assert changed_stages(work) == set()

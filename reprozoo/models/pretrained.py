@@ -11,6 +11,8 @@ and the CPU demo; such runs are marked not comparable to the paper.
 """
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from urllib.error import URLError
 
@@ -23,6 +25,9 @@ from reprozoo.engine import Normalize, Tensors
 from reprozoo.errors import ConfigError
 from reprozoo.models import register_model
 from reprozoo.models.resnet import cifar_stem, resnet_references
+
+log = logging.getLogger("reprozoo.features")
+PROGRESS_EVERY_S = 10  # s between the progress lines of a long extraction
 
 PAPER_IMAGE_SIZE = 224  # the study upsamples 32 -> 224 for ViT-B/16
 # torchvision is imported where a model is built (see reprozoo/models/resnet.py).
@@ -128,12 +133,20 @@ def extract(backbone: torch.nn.Module, images: Tensors, normalize: Normalize, ba
     """uint8 (N, 3, H, W) -> backbone features (N, D) in fp16, on the CPU."""
     out = []
     cuda = device.type == "cuda"
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+    starts = range(0, len(images), batch_size)
+    began, told = time.perf_counter(), 0
+    for i, start in enumerate(tqdm(starts, desc=desc, unit="batch", leave=False, disable=None)):
         x = normalize(images.x[start:start + batch_size])
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             out.append(backbone(x).float().half().cpu())
+        done, seconds = min(start + batch_size, len(images)), time.perf_counter() - began
+        if seconds - told >= PROGRESS_EVERY_S or i == len(starts) - 1:  # the log's progress line, bar or not
+            told = seconds
+            eta = seconds / done * (len(images) - done)
+            log.info("%s: %d/%d images (%.0f%%), %.1fs, ETA %.0fs", desc, done, len(images), 100 * done / len(images),
+                     seconds, eta)
     return torch.cat(out)
 
 
