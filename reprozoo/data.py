@@ -258,6 +258,14 @@ def read_imagefolder(root: Path, split: str, size: int, classes: list[str] | Non
     elif found != list(classes):
         raise DataError(f"imagefolder {folder}: classes {found} differ from the expected {list(classes)}")
     check_classes(folder, {name: len(f) for name, f in files.items()})
+    for name in classes:  # what is left out is said, not dropped without a word
+        skipped = sorted(e.name for e in os.scandir(folder / name) if not e.name.startswith(".")
+                         and e.name not in {f.name for f in files[name]})
+        if skipped:
+            log.warning("%s/%s: %d entr%s not read (not an image file: %s): %s", folder, name, len(skipped),
+                        "y" if len(skipped) == 1 else "ies", ", ".join(IMAGE_EXTENSIONS), ", ".join(skipped[:5])
+                        + (", ..." if len(skipped) > 5 else ""))
+    altered = {"resized": [], "converted": []}
     images, labels = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -265,8 +273,11 @@ def read_imagefolder(root: Path, split: str, size: int, classes: list[str] | Non
             for file in files[name]:
                 try:
                     with Image.open(file) as img:
-                        img = img.convert("RGB")
+                        if img.mode != "RGB":
+                            altered["converted"].append(f"{file.name} ({img.mode})")
+                            img = img.convert("RGB")
                         if img.size != (size, size):
+                            altered["resized"].append(f"{file.name} ({img.size[0]}x{img.size[1]})")
                             img = img.resize((size, size), Image.Resampling.BILINEAR)
                         images.append(np.asarray(img, dtype=np.uint8))
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -274,6 +285,10 @@ def read_imagefolder(root: Path, split: str, size: int, classes: list[str] | Non
                 except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
                     raise DataError(f"{file}: cannot decode image ({_line(e)})") from None
                 labels.append(label)
+    for how, found in altered.items():
+        if found:
+            log.warning("%s: %d of %d images %s to %s (first: %s)", folder, len(found), len(images), how,
+                        f"{size}x{size} px" if how == "resized" else "RGB", ", ".join(found[:3]))
     return np.stack(images), np.asarray(labels, dtype=np.int64), list(classes)
 
 

@@ -21,7 +21,7 @@ from hyperopt.exceptions import AllTrialsFailed
 from reprozoo.data import labelled_mask, model_inputs, read_split
 from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
 from reprozoo.errors import UserError
-from reprozoo.io import write_csv, write_json
+from reprozoo.io import fmt_duration, write_csv, write_json
 from reprozoo.journal import Journal, fingerprint
 from reprozoo.models import create_model
 from reprozoo import trials as concurrent
@@ -73,9 +73,15 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
     done = journal.open(cfg["name"], t["max_evals"])   # {trial: (row, result)} an interrupted run finished
     results = {k: result for k, (_, result) in done.items()}   # every trial's, to tell how failed ones failed
 
+    began, ran = time.perf_counter(), []
+
     def finished(row: dict, result: dict) -> None:
         results[row["trial"]] = result
         journal.append(row, result)
+        ran.append(row["trial"])  # the search's progress: trials done, and the time the rest will take
+        elapsed = time.perf_counter() - began
+        log.info("%s: %d/%d trials done (%s), ETA %s", cfg["name"], len(results), t["max_evals"],
+                 fmt_duration(elapsed), fmt_duration(elapsed / len(ran) * (t["max_evals"] - len(results))))
 
     rows: list[dict] = []
     failures = None
@@ -157,8 +163,10 @@ def trial_objective(cfg: dict, data_path, split_path, device, features_path=None
 
         def on_epoch(r: dict) -> None:  # a log line, not a bar: a bar would garble the lines on a terminal
             epochs.append(r)
-            log.info("%s epoch %d/%d train loss %.4f val loss %.4f acc %.2f%% (%.1fs)", name, r["epoch"],
-                     t["max_epochs"], r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"])
+            left = (t["max_epochs"] - r["epoch"]) * sum(e["seconds"] for e in epochs) / len(epochs)
+            log.info("%s epoch %d/%d train loss %.4f val loss %.4f acc %.2f%% (%.1fs, at most %s left)", name,
+                     r["epoch"], t["max_epochs"], r["train_loss"], r["val_loss"], r["val_accuracy"], r["seconds"],
+                     fmt_duration(left))  # early stopping may end the trial sooner
 
         try:
             history = fit(runner, train, val, t["max_epochs"], generator, patience=t["patience"], on_epoch=on_epoch)

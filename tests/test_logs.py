@@ -20,6 +20,7 @@ def test_a_failing_job_leaves_its_error_warnings_and_progress_in_its_log(tmp_pat
     log = (work / TUNE_LOG).read_text()
     error = "reprozoo tune: error: model 'mlp': all 2 trials"
     assert error in log                                   # the one-line error (stderr)
+    assert error in first.stderr and "reprozoo.tune" not in first.stderr  # on the terminal: the reason alone
     assert log.count("WARNING") == 2                       # one warning per failed trial (the logger)
     assert "tune.lr_log_range" in log                      # ... with what to change
     for stage in ("download", "prepare", "split-seed3407"):  # the jobs that worked logged too

@@ -216,6 +216,8 @@ def test_a_failing_rule_gives_the_path_of_its_slurm_log(cluster, rerun_copy):
     assert log == str(rerun_copy / ".snakemake/slurm_logs/rule_split/digits_3407" / f"{jobid}.log")
     text = open(log).read()  # the log holds what went wrong in the job
     assert "python -m reprozoo split" in text and "(command exited with non-zero exit code)" in text
+    reason = "reprozoo split: error: results/digits/data.npz: "
+    assert reason in text and reason in output  # and the terminal shows the reason (show-failed-logs)
 
 
 def test_a_request_no_node_can_meet_is_refused_with_one_message(cluster, rerun_copy):

@@ -78,8 +78,8 @@ def create_model(arch: str, num_classes: int = 10, **args) -> nn.Module:
     factory = model_entry(arch).factory
     try:
         return factory(num_classes=num_classes, **args)
-    except TypeError as e:  # wrong keyword in the config's args
-        raise ConfigError(f"config key 'models.*.args' of '{arch}': {e}") from None
+    except (TypeError, ValueError) as e:  # a wrong keyword, or a value the layers refuse (dropout 1.5)
+        raise ConfigError(f"config key 'models.*.args' of '{arch}': {str(e).strip().splitlines()[0]}") from None
 
 
 def _defaults(fn) -> dict:
