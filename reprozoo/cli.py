@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from reprozoo import __version__
 from reprozoo.errors import ConfigError, UserError
 from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, Stage, flag
 
@@ -64,6 +65,7 @@ def _add_stage(sub, name: str, stage: Stage) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m reprozoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"reprozoo {__version__}")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
     p = sub.add_parser("resolve", help="validate the config and write the section files each job reads")
     _add_config_options(p)

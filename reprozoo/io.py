@@ -191,6 +191,8 @@ def read_json(path: str | Path):
 
 
 def git_revision() -> str:
+    """The checkout's commit (12 hex digits, `-dirty` when tracked files changed); read from .git
+    itself where there is no git (the pipeline's image): then without the dirty check."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
@@ -198,7 +200,24 @@ def git_revision() -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return _read_git_head(ROOT / ".git") or "unknown"
+
+
+def _read_git_head(git: Path) -> str | None:
+    """HEAD's commit from the files of a .git folder: a detached hash, a loose ref or packed-refs."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if git.is_file():  # a worktree or submodule: `gitdir: <path>`
+            git = (git.parent / git.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:12]
+        ref = head[5:]
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip()[:12]
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0][:12]
+    return None
 
 
 def hardware(device) -> str:
