@@ -171,3 +171,12 @@ def split_section(folder: Path) -> Path:
     path = folder / "split-section.json"
     path.write_text('{"seed": 3407, "tune_fraction": 0.2, "val_fraction": 0.2}\n')
     return path
+
+
+def one_line_error(result, stage: str) -> str:
+    """The CLI's error: exit 2, one line `reprozoo <stage>: error: ...`, no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"reprozoo {stage}: error: "), result.stderr
+    return lines[0]

@@ -21,20 +21,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, copy_workflow, run_cli, run_snakemake, split_section, write_imagefolder
+from conftest import (BIN, ROOT, copy_workflow, one_line_error, run_cli, run_snakemake, split_section,
+                      write_imagefolder)
 from reprozoo.data import DataError, download, load_arrays, prepare, read_imagefolder, tree_fingerprint
 
 # Every shell metacharacter the issue names: spaces, both quotes, `;`, `$()`, backticks (+ braces).
 NASTY = "x y; touch INJECTED_1; $(touch INJECTED_2) `touch INJECTED_3` 'q\" {z}"
-
-
-def one_line_error(result, stage: str) -> str:
-    """The CLI's error: exit 2, one line `reprozoo <stage>: error: ...`, no traceback."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"reprozoo {stage}: error: "), result.stderr
-    return lines[0]
 
 
 def imagefolder(root: Path) -> str:

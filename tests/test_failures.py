@@ -9,16 +9,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, ROOT, copy_workflow, run_cli, run_snakemake, split_section, tiny_model_cfg
+from conftest import (BIN, ROOT, copy_workflow, one_line_error, run_cli, run_snakemake, split_section,
+                      tiny_model_cfg)
 from reprozoo.models import create_model
-
-
-def one_line(result, stage: str) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"reprozoo {stage}: error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture()
@@ -34,14 +27,14 @@ def evaluate(mlp, digits_npz, weights, tmp_path, *more):
 
 def test_weights_that_are_text_are_one_line(mlp, digits_npz, tmp_path):
     (tmp_path / "t.pt").write_text("these are not weights\n" * 20)
-    line = one_line(evaluate(mlp, digits_npz, tmp_path / "t.pt", tmp_path), "evaluate")
+    line = one_line_error(evaluate(mlp, digits_npz, tmp_path / "t.pt", tmp_path), "evaluate")
     assert f"{tmp_path / 't.pt'}: not a readable weights file" in line and not (tmp_path / "m.json").exists()
 
 
 def test_weights_that_are_all_nan_give_no_metrics(mlp, demo_cfg, digits_npz, tmp_path):
     model = create_model("mlp", 10, **json.loads(mlp)["args"])
     torch.save({k: torch.full_like(v, float("nan")) for k, v in model.state_dict().items()}, tmp_path / "w.pt")
-    line = one_line(evaluate(mlp, digits_npz, tmp_path / "w.pt", tmp_path), "evaluate")
+    line = one_line_error(evaluate(mlp, digits_npz, tmp_path / "w.pt", tmp_path), "evaluate")
     assert "weights hold NaN or infinite values" in line
     assert not any((tmp_path / f).exists() for f in ("m.json", "c.csv", "p.csv"))  # nothing half-written
 
@@ -63,7 +56,7 @@ def test_results_are_strict_json(tmp_path):
 def test_bad_device_or_threads_is_one_line(mlp, digits_npz, tmp_path, option, message):
     if option[1] == "cuda" and torch.cuda.is_available():
         pytest.skip("a GPU is here")
-    assert one_line(evaluate(mlp, digits_npz, tmp_path / "w.pt", tmp_path, *option), "evaluate").endswith(message)
+    assert one_line_error(evaluate(mlp, digits_npz, tmp_path / "w.pt", tmp_path, *option), "evaluate").endswith(message)
 
 
 @pytest.mark.parametrize("where, message", [
@@ -74,7 +67,7 @@ def test_an_output_that_cannot_be_written_is_one_line(digits_npz, tmp_path, wher
     (tmp_path / "a-folder").mkdir()
     result = run_cli("split", "--split-cfg", split_section(tmp_path), "--data", digits_npz, "--seed", 3407,
                      "--split", where, cwd=tmp_path)
-    assert message in one_line(result, "split")
+    assert message in one_line_error(result, "split")
 
 
 def test_a_file_size_limit_while_saving_weights_is_one_line_and_leaves_nothing(mlp, digits_npz, digits_split,
@@ -92,13 +85,13 @@ def test_a_file_size_limit_while_saving_weights_is_one_line_and_leaves_nothing(m
          str(digits_split), "--best", str(best), "--weights", str(out / "w.pt"), "--history", str(out / "h.csv"),
          "--run", str(out / "r.json"), "--log", str(tmp_path / "train.log")], capture_output=True, text=True,
         preexec_fn=limit, timeout=600)
-    assert "file too large for this process's file-size limit (ulimit -f)" in one_line(result, "train")
+    assert "file too large for this process's file-size limit (ulimit -f)" in one_line_error(result, "train")
     assert not (out / "w.pt").exists() and not list(out.glob(".*tmp"))
 
 
 def test_num_classes_in_a_models_args_is_refused_before_any_job(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"models": {"mlp": {"args": {"num_classes": 5}}}}))
-    line = one_line(run_cli("check-config", ROOT / "config.yaml", tmp_path / "c.yaml"), "check-config")
+    line = one_line_error(run_cli("check-config", ROOT / "config.yaml", tmp_path / "c.yaml"), "check-config")
     assert "config key 'models.mlp.args.num_classes': set by the dataset" in line
     result = run_snakemake("-n", "--configfile", tmp_path / "c.yaml")
     assert result.returncode != 0 and "models.mlp.args.num_classes" in result.stderr + result.stdout
@@ -111,13 +104,13 @@ def test_num_classes_in_a_models_args_is_refused_before_any_job(tmp_path):
 ], ids=["float-as-text", "no-as-false"])
 def test_yaml_that_means_something_else_is_named(tmp_path, yaml_text, message):
     (tmp_path / "c.yaml").write_text(yaml_text + "\n")
-    assert message in one_line(run_cli("check-config", ROOT / "config.yaml", tmp_path / "c.yaml"), "check-config")
+    assert message in one_line_error(run_cli("check-config", ROOT / "config.yaml", tmp_path / "c.yaml"), "check-config")
 
 
 def test_a_stage_with_a_log_prints_only_its_reason_on_the_terminal(mlp, digits_npz, tmp_path):
     (tmp_path / "t.pt").write_text("not weights")
     result = evaluate(mlp, digits_npz, tmp_path / "t.pt", tmp_path, "--log", tmp_path / "e.log")
-    line = one_line(result, "evaluate")
+    line = one_line_error(result, "evaluate")
     log = (tmp_path / "e.log").read_text()
     assert line in log and "reprozoo.evaluate" not in result.stderr  # the log has it all, the terminal the reason
 
@@ -155,7 +148,7 @@ def test_a_failed_jobs_reason_reaches_the_terminal_in_snakemake_and_dvc(tmp_path
 
 def test_an_argument_the_layers_refuse_is_one_line_at_the_start_of_the_job(demo_cfg, tmp_path):
     cfg = tiny_model_cfg(demo_cfg, "cnn", args={"dropout": 1.5})
-    line = one_line(run_cli("verify", "--model-json", json.dumps(cfg), "--verify", tmp_path / "v.json"), "verify")
+    line = one_line_error(run_cli("verify", "--model-json", json.dumps(cfg), "--verify", tmp_path / "v.json"), "verify")
     assert "config key 'models.*.args' of 'cnn': dropout probability has to be between 0 and 1" in line
 
 
