@@ -2,16 +2,21 @@
 
 Writes, for one dataset:
 - comparison.csv: one row per model (mean over seeds), deviation in points and %;
-- verdicts.csv: per model and metric, reproduced vs reported and the verdict
-  (reproduced within 5% / deviates / not comparable / no progress);
+- verdicts.csv: per model and metric, reproduced vs reported, its 95% interval and the verdict
+  (reproduced within 5% / deviates / inconclusive: the interval is wider than the 5% /
+  not comparable / no progress);
+- claims.csv: each of the study's claims (config `study.claims`) checked on our runs with a
+  paired test on the same test images (reprozoo/stats.py): supported / contradicted /
+  inconclusive / not comparable / not testable;
 - ablations.csv: each variant beside its base and, where reported, the paper;
 - verification.csv: the module verifier's summary per model;
 - summary.json: the study in six numbers (models, how many reproduced, deviate, are not
   comparable or made no progress on accuracy, their mean test accuracy): DVC's metrics, few
   enough that `dvc metrics show` and `dvc exp show` fit a terminal;
 - comparison.md: all of the above plus the paper spec, for people;
-- figures: training curves (all seeds), confusion matrices, the accuracy chart (each
-  ablation hatched beside its base model); each as PNG and as a PDF twin for papers
+- figures: training curves (all seeds, with the test accuracy's 95% band), confusion
+  matrices, the accuracy chart (95% intervals; each ablation hatched beside its base model;
+  the study's CIFAR-10 bars only beside CIFAR-10 runs); each as PNG and as a PDF twin for papers
   (`reprozoo.io.save_figure`, through which the attention and samples stages write theirs too).
 
 A model whose test numbers show no progress on any seed (loss exploded, or
@@ -35,6 +40,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from reprozoo import stats  # noqa: E402
 from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.progress import no_progress  # noqa: E402
 from reprozoo.io import fmt_duration, read_json, save_figure, write_csv, write_json, write_text  # noqa: E402
@@ -54,15 +60,20 @@ def deviation(reproduced: float, reported: float | None) -> tuple[float | None, 
 
 
 def verdict(reproduced: float, reported: float | None, not_comparable: str | None = None,
-            stuck: str | None = None) -> str:
+            stuck: str | None = None, interval: stats.Interval | None = None) -> str:
     """no progress (why: the run is no result) / reproduced (within tolerance) / deviates
-    (flagged) / not comparable (why)."""
+    (flagged) / inconclusive (our 95% interval is wider than the tolerance: it cannot tell the
+    two apart) / not comparable (why)."""
     if stuck:
         return f"NO PROGRESS ({stuck})"
     if reported is None:
         return "not comparable (no reported value)"
     if not_comparable:
         return f"not comparable ({not_comparable})"
+    if interval is not None and interval.half_width is not None and reported:
+        relative = 100 * interval.half_width / abs(reported)
+        if relative > TOLERANCE_PCT:
+            return f"inconclusive (95% interval ±{relative:.1f}% of the reported value, wider than {TOLERANCE_PCT:g}%)"
     return "reproduced" if deviation(reproduced, reported)[2] == "ok" else "DEVIATES"
 
 
@@ -91,21 +102,47 @@ def _pm(mean: float, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f}" if not std else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _ci(low, high, digits: int) -> str:
+    return "" if low is None or pd.isna(low) else f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+METRICS = {"accuracy": 100.0, "loss": 1.0}  # the metrics with an interval: per-image mean -> the metric's unit
+
+
 class Results:
     """Per-model results over seeds: metrics, runs, histories, tuned hparams."""
 
-    def __init__(self, models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths=()):
+    def __init__(self, models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths=(),
+                 predictions_paths=()):
         self.order: list[str] = list(dict.fromkeys(models))
         self.metrics, self.runs, self.histories, self.confusions = (defaultdict(list) for _ in range(4))
+        self.per_image = defaultdict(lambda: defaultdict(list))  # model -> metric -> per seed, a value per test image
         self.best = {}
         confusion_paths = list(confusion_paths) or [None] * len(models)
-        for name, m, r, b, h, c in zip(models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths):
+        predictions_paths = list(predictions_paths) or [None] * len(models)
+        for name, m, r, b, h, c, p in zip(models, metrics_paths, run_paths, best_paths, history_paths,
+                                          confusion_paths, predictions_paths):
             self.metrics[name].append(read_json(m))
             self.runs[name].append(read_json(r))
             self.histories[name].append(pd.read_csv(h).assign(seed=self.runs[name][-1]["seed"]))
             if c is not None:
                 self.confusions[name].append(pd.read_csv(c, index_col=0))
+            if p is not None:
+                predictions = pd.read_csv(p, dtype={"actual": str, "predicted": str})
+                self.per_image[name]["accuracy"].append((predictions["actual"] == predictions["predicted"]).to_numpy())
+                if "loss" in predictions:  # per-image cross-entropy, where evaluate writes it
+                    self.per_image[name]["loss"].append(predictions["loss"].to_numpy(float))
             self.best[name] = read_json(b)
+        seeds = [run.get("seed") for runs in self.runs.values() for run in runs if run.get("seed") is not None]
+        self.seed = min(seeds, default=0)  # the config's seed (runs use seed, seed+1, ...): seeds every bootstrap
+
+    def seeds(self, name: str) -> list:
+        return [run.get("seed") for run in self.runs[name]]
+
+    def interval(self, name: str, key: str) -> stats.Interval:
+        """The metric's 95% interval (reprozoo/stats.py): test images (bootstrap) and seeds."""
+        per_image = self.per_image[name][key] if name in self.per_image else []
+        return stats.interval(self.values(name, key), per_image, self.seed, METRICS[key])
 
     def values(self, name: str, key: str) -> np.ndarray:
         return np.array([m[key] for m in self.metrics[name]], dtype=float)
@@ -140,21 +177,26 @@ def _labels(run: dict) -> str:
 
 
 def build_table(dataset: dict, res: Results, papers: dict, models: list[str],
-                stuck: dict[str, str | None] | None = None) -> pd.DataFrame:
-    """`stuck`: per model, why its test numbers show no progress (`Results.no_progress`)."""
+                stuck: dict[str, str | None] | None = None, intervals: dict | None = None) -> pd.DataFrame:
+    """`stuck`: per model, why its test numbers show no progress (`Results.no_progress`);
+    `intervals`: per (model, metric), its 95% interval (`Results.interval`)."""
     rows = []
+    intervals = intervals or {}
     for name in models:
         paper, run = papers.get(name, {}), res.runs[name][0]
         acc, acc_std = res.mean_std(name, "accuracy")
         loss, _ = res.mean_std(name, "loss")
         points, percent, flag = deviation(acc, paper.get("accuracy"))
         setting = run.get("setting_deviations", [])
+        acc_ci, loss_ci = intervals.get((name, "accuracy")), intervals.get((name, "loss"))
         if (stuck or {}).get(name):
             flag = "NO PROGRESS"
         elif points is not None and not dataset["paper_dataset"]:
             flag = f"not comparable ({dataset['name']})"
         elif points is not None and setting:
             flag = "not comparable (setting)"
+        elif points is not None and verdict(acc, paper["accuracy"], interval=acc_ci).startswith("inconclusive"):
+            flag = "inconclusive"
         best = res.best[name]
         row = {
             "model": name,
@@ -163,6 +205,8 @@ def build_table(dataset: dict, res: Results, papers: dict, models: list[str],
             "paper_accuracy": paper.get("accuracy"),
             "accuracy": round(acc, 2),
             "accuracy_std": None if acc_std is None else round(acc_std, 2),
+            "accuracy_low": None if acc_ci is None or acc_ci.low is None else round(acc_ci.low, 2),
+            "accuracy_high": None if acc_ci is None or acc_ci.high is None else round(acc_ci.high, 2),
             "seeds": len(res.metrics[name]),
             "diff_points": None if points is None else round(points, 2),
             "diff_percent": None if percent is None else round(percent, 2),
@@ -170,6 +214,8 @@ def build_table(dataset: dict, res: Results, papers: dict, models: list[str],
             "setting": "; ".join(setting) or "paper's",
             "paper_loss": paper.get("loss"),
             "loss": round(loss, 4),
+            "loss_low": None if loss_ci is None or loss_ci.low is None else round(loss_ci.low, 4),
+            "loss_high": None if loss_ci is None or loss_ci.high is None else round(loss_ci.high, 4),
             "lr": float(f"{best['lr']:.4g}"),
             "epochs": best["epochs"],
             "hparams": best["source"],
@@ -185,10 +231,13 @@ def build_table(dataset: dict, res: Results, papers: dict, models: list[str],
 
 
 def build_verdicts(dataset: dict, res: Results, papers: dict, models: list[str],
-                   stuck: dict[str, str | None] | None = None) -> pd.DataFrame:
+                   stuck: dict[str, str | None] | None = None, intervals: dict | None = None) -> pd.DataFrame:
     """Every metric with a reported value: reproduced (mean over seeds) vs reported.
-    `stuck`: per model, why its test numbers show no progress: then accuracy and loss get no verdict."""
+    `stuck`: per model, why its test numbers show no progress: then accuracy and loss get no verdict.
+    `intervals`: per (model, metric), its 95% interval: the verdict says whether the reported
+    value lies inside it, and is `inconclusive` where it is wider than the tolerance."""
     rows = []
+    intervals = intervals or {}
     for name in models:
         paper, run = papers.get(name, {}), res.runs[name][0]
         setting = "setting: " + "; ".join(run["setting_deviations"]) if run.get("setting_deviations") else None
@@ -208,12 +257,19 @@ def build_verdicts(dataset: dict, res: Results, papers: dict, models: list[str],
             points, percent, _ = deviation(mean, reported)
             within = (None if reported is None or len(values) < 2
                       else bool(values.min() <= reported <= values.max()))
+            ci = intervals.get((name, metric))
+            has_ci = ci is not None and ci.low is not None
+            digits = 2 if metric == "accuracy" else 4
             rows.append({"model": name, "metric": metric, "reproduced": round(mean, 4),
                          "reproduced_std": None if std is None else round(std, 4), "seeds": len(values),
+                         "interval_low": round(ci.low, digits) if has_ci else None,
+                         "interval_high": round(ci.high, digits) if has_ci else None,
+                         "interval_from": ci.source if has_ci else None,
                          "reported": reported, "diff": None if points is None else round(points, 4),
                          "diff_percent": None if percent is None else round(percent, 2),
                          "reported_within_seed_spread": within,
-                         "verdict": verdict(mean, reported, not_comparable, stuck_why)})
+                         "reported_in_interval": ci.contains(reported) if has_ci else None,
+                         "verdict": verdict(mean, reported, not_comparable, stuck_why, ci)})
     return pd.DataFrame(rows)
 
 
@@ -258,11 +314,131 @@ def build_verification(verify_paths) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------ the study's claims
+
+ALPHA = 0.05  # each claim's significance level, split over its pairs (Bonferroni)
+LR_RATIO = 2.0  # default `min_ratio` of an lr claim: one tuning search cannot separate closer lrs
+
+
+def _models_of(claim: dict) -> list[str]:
+    return list(dict.fromkeys([*claim.get("above", []), *claim.get("below", []), *claim.get("models", [])]))
+
+
+def _not_comparable(dataset: dict, res: Results, claim: dict, stuck: dict, ablations: dict) -> list[str]:
+    """Why the claim's models cannot speak for the study's (empty: they can)."""
+    reasons = []
+    models = _models_of(claim)
+    missing = [m for m in models if m not in res.metrics]
+    if missing:
+        reasons.append(f"{', '.join(missing)} did not run")
+    if not dataset["paper_dataset"]:
+        reasons.append(f"dataset {dataset['name']}")
+    for m in models:
+        if m not in res.metrics:
+            continue
+        own = set(ablations.get(m, {}).get("set", {}).get("args", {}))  # an ablation's own change is its point
+        setting = [d for d in res.runs[m][0].get("setting_deviations", []) if d.split("=")[0] not in own]
+        if setting:
+            reasons.append(f"{m}: {'; '.join(setting)}")
+        if stuck.get(m):
+            reasons.append(f"{m} made no progress")
+        if claim["check"] == "lr_above" and res.best[m].get("source") != "tuned":
+            reasons.append(f"{m}'s lr is the paper's, not tuned")
+    return reasons
+
+
+def _correct(res: Results, name: str) -> list[np.ndarray]:
+    return list(res.per_image[name]["accuracy"]) if name in res.per_image else []
+
+
+def _pair_evidence(res: Results, a: str, b: str, seed: int) -> tuple[stats.Comparison | None, str]:
+    ca, cb = _correct(res, a), _correct(res, b)
+    if not ca or not cb:
+        return None, f"{a} vs {b}: no predictions.csv"
+    if {len(x) for x in ca + cb} != {len(ca[0])}:
+        return None, f"{a} vs {b}: not the same test images"
+    c = stats.compare(ca, cb, seed)
+    return c, (f"{a} − {b}: {c.diff:+.2f} points [{c.low:+.2f}, {c.high:+.2f}], McNemar p = {c.p_value:.2g} "
+               f"({c.a_only}/{c.b_only} images only one gets right)")
+
+
+def _above(res: Results, claim: dict, seed: int) -> tuple[str, str]:
+    pairs = [(a, b) for a in claim["above"] for b in claim["below"] if a != b]
+    alpha, outcomes, evidence = ALPHA / len(pairs), [], []
+    for a, b in pairs:
+        c, text = _pair_evidence(res, a, b, seed)
+        evidence.append(text)
+        if c is None:
+            outcomes.append("inconclusive")
+        elif c.p_value < alpha and c.diff > 0 and all(d > 0 for d in c.seed_diffs):
+            outcomes.append("supported")
+        elif c.p_value < alpha and c.diff < 0 and all(d < 0 for d in c.seed_diffs):
+            outcomes.append("contradicted")
+        else:
+            outcomes.append("inconclusive")
+    found = ("contradicted" if "contradicted" in outcomes else
+             "supported" if set(outcomes) == {"supported"} else "inconclusive")
+    level = f"; level {alpha:.2g} per pair" if len(pairs) > 1 else ""
+    return found, "; ".join(evidence) + level
+
+
+def _similar(res: Results, claim: dict, seed: int) -> tuple[str, str]:
+    a, b = claim["models"]
+    margin = claim["margin"]
+    c, text = _pair_evidence(res, a, b, seed)
+    if c is None:
+        return "inconclusive", text
+    found = ("supported" if -margin <= c.low and c.high <= margin else
+             "contradicted" if c.low > margin or c.high < -margin else "inconclusive")
+    return found, f"{text}; similar = within ±{margin:g} points"
+
+
+def _lr_above(res: Results, claim: dict) -> tuple[str, str]:
+    ratio_needed, outcomes, evidence = claim.get("min_ratio", LR_RATIO), [], []
+    for a in claim["above"]:
+        for b in claim["below"]:
+            ratio = res.best[a]["lr"] / res.best[b]["lr"]
+            evidence.append(f"lr {a} / {b} = {ratio:.3g}")
+            outcomes.append("supported" if ratio >= ratio_needed else
+                            "contradicted" if ratio <= 1 / ratio_needed else "inconclusive")
+    found = ("contradicted" if "contradicted" in outcomes else
+             "supported" if set(outcomes) == {"supported"} else "inconclusive")
+    return found, "; ".join(evidence) + f" (one tuning search each: a factor {ratio_needed:g} decides)"
+
+
+def check_claims(dataset: dict, res: Results, claims: list[dict], stuck: dict | None = None,
+                 ablations: dict | None = None) -> pd.DataFrame:
+    """Each of the study's claims (config `study.claims`) against our runs: supported, contradicted,
+    inconclusive (the paired test cannot tell), not comparable (a model did not run, or ran on
+    another dataset or in another setting: never supported) or not testable (the claim's `why`).
+    The evidence (differences, intervals, p-values) is shown wherever the runs allow, even when
+    the verdict is not comparable."""
+    rows = []
+    for claim in claims:
+        check, models = claim["check"], _models_of(claim)
+        if check == "untestable":
+            found, evidence = f"not testable ({claim['why']})", ""
+        else:
+            reasons = _not_comparable(dataset, res, claim, stuck or {}, ablations or {})
+            ran = all(m in res.metrics for m in models)
+            found, evidence = (("", "") if not ran else
+                               _above(res, claim, res.seed) if check == "accuracy_above" else
+                               _similar(res, claim, res.seed) if check == "accuracy_similar" else
+                               _lr_above(res, claim))
+            if reasons:
+                found = f"not comparable ({'; '.join(reasons)})"
+        rows.append({"claim": claim["id"], "says": claim["says"], "check": check, "models": ", ".join(models),
+                     "verdict": found, "evidence": evidence, "where": claim.get("where", "")})
+    return pd.DataFrame(rows, columns=["claim", "says", "check", "models", "verdict", "evidence", "where"])
+
+
 # ------------------------------------------------------------------ figures
 
-def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, path: Path) -> None:
-    """The study's two-panel figure: losses on the left, test accuracy on the right (one line per seed)."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, path: Path,
+                images: int | None = None) -> None:
+    """The study's two-panel figure: losses on the left, test accuracy on the right (one line per seed),
+    with each epoch's 95% interval over the `images` test images (binomial, normal approximation)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7, 3))
     seeds = sorted(history["seed"].unique()) if "seed" in history else [None]
     for i, seed in enumerate(seeds):
         h = history if seed is None else history[history["seed"] == seed]
@@ -271,20 +447,30 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
         ax1.plot(h["epoch"], h["test_loss"], marker="o", color="tab:green", alpha=alpha, label=f"test loss{tag}")
         ax2.plot(h["epoch"], h["test_accuracy"], marker="o", color="tab:orange", alpha=alpha,
                  label=f"test accuracy{tag}")
+        if images:
+            p = h["test_accuracy"].to_numpy(float) / 100
+            half = 100 * stats.Z95 * np.sqrt(p * (1 - p) / images)
+            ax2.fill_between(h["epoch"], h["test_accuracy"] - half, h["test_accuracy"] + half, color="tab:orange",
+                             alpha=0.2 * alpha, linewidth=0, label=f"95% interval, {images:,} test images" if i == 0
+                             else None)
     ax1.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
     if paper_accuracy is not None:
         ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper (CIFAR-10, P100): {paper_accuracy:.2f}%")
     ax2.set(title=f"{name}: test accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    first, last = history["epoch"].min(), history["epoch"].max()
     for ax in (ax1, ax2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+        ax.set_xlim(first - 0.5, last + 0.5)  # one epoch: a point on its integer tick, not on a 0.95-1.05 axis
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
 
 
 def plot_confusion(name: str, confusion: pd.DataFrame, path: Path) -> None:
     rates = confusion.div(confusion.sum(axis=1).replace(0, 1), axis=0) * 100
+    # each true class's image count on its label: a row's percentages are as sure as its n allows
+    rates.index = [f"{c} (n={n})" for c, n in zip(confusion.index, confusion.sum(axis=1))]
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     sns.heatmap(rates, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar_kws={"label": "% of true class"},
                 ax=ax, annot_kws={"fontsize": 7})  # the numbers are what the colour shows: row %
@@ -295,58 +481,113 @@ def plot_confusion(name: str, confusion: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def ablation_chart_rows(dataset: dict, ablation_table: pd.DataFrame) -> pd.DataFrame:
+def ablation_chart_rows(dataset: dict, ablation_table: pd.DataFrame, intervals: dict | None = None) -> pd.DataFrame:
     """The accuracy chart's rows for the ablations (from `build_ablations`): model, base, accuracies
-    and a flag. An ablation's paper number, where the study gives one, is for the ablation's own
-    setting, so only the dataset can make it not comparable (the comparison table's rule)."""
+    (with the 95% interval from `intervals`, where given) and a flag. An ablation's paper number,
+    where the study gives one, is for the ablation's own setting, so only the dataset can make it
+    not comparable (the comparison table's rule)."""
+    columns = ["model", "base", "paper_accuracy", "accuracy", "accuracy_low", "accuracy_high", "flag"]
     if not len(ablation_table):
-        return pd.DataFrame(columns=["model", "base", "paper_accuracy", "accuracy", "flag"])
+        return pd.DataFrame(columns=columns)
     rows = ablation_table.rename(columns={"variant": "model"})[["model", "base", "paper_accuracy", "accuracy"]]
+    found = [(intervals or {}).get((m, "accuracy")) for m in rows["model"]]
+    rows = rows.assign(accuracy_low=[None if c is None else c.low for c in found],
+                       accuracy_high=[None if c is None else c.high for c in found])
     shown = rows["paper_accuracy"].notna() & (not dataset["paper_dataset"])
-    return rows.assign(flag=np.where(shown, f"not comparable ({dataset['name']})", "ok"))
+    return rows.assign(flag=np.where(shown, f"not comparable ({dataset['name']})", "ok"))[columns]
 
 
-def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path, ablations: pd.DataFrame | None = None) -> None:
-    """Paper vs reproduced test accuracy, one pair of bars per model of the comparison table,
-    each model's ablations (`ablation_chart_rows`) hatched right after it. Rows the table (or the
-    same rule, for an ablation) calls not comparable are starred."""
+def plot_accuracy(table: pd.DataFrame, dataset: str, path: Path, ablations: pd.DataFrame | None = None,
+                  paper_dataset: bool = True) -> None:
+    """Test accuracy per model of the comparison table, one row each (horizontal bars: the names stay
+    legible at a 7-inch text width), each model's ablations (`ablation_chart_rows`) hatched right
+    below it, every reproduced bar with its 95% interval (`accuracy_low`/`accuracy_high`). The
+    study's CIFAR-10 bar stands beside the reproduced one only when `paper_dataset` (the run is on
+    CIFAR-10): another dataset's accuracy is never drawn beside the study's as if comparable. On
+    CIFAR-10, rows the table (or the same rule, for an ablation) calls not comparable are starred."""
     base_of = {} if ablations is None else dict(zip(ablations["model"], ablations["base"]))
     rows = pd.concat([table, ablations], ignore_index=True) if base_of else table
     order = [n for m in table["model"] for n in [m, *(a for a, b in base_of.items() if b == m)]]
     order += [a for a in base_of if a not in order]  # an ablation whose base is not in the table
     rows = rows.set_index("model", drop=False).loc[order]
 
-    gap = 0.6  # between a model (with its ablations) and the next one: groups them
-    x = np.arange(len(rows)) + gap * np.cumsum([i > 0 and m not in base_of for i, m in enumerate(order)])
-    width, colors = 0.4, [sns.desaturate(c, 0.75) for c in sns.color_palette(n_colors=2)]
-    hatch = ["//" if m in base_of else "" for m in order]
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 5.5))
-    for offset, column, color, label in ((-width / 2, "paper_accuracy", colors[0], "paper (CIFAR-10, P100)"),
-                                         (width / 2, "accuracy", colors[1], f"reproduced ({dataset})")):
-        values = pd.to_numeric(rows[column], errors="coerce").to_numpy()
-        shown = ~np.isnan(values)
-        bars = ax.bar(x[shown] + offset, values[shown], width, color=color, label=label, edgecolor="white",
-                      linewidth=0.8, hatch=[h for h, s in zip(hatch, shown) if s])
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    gap = 0.5  # between a model (with its ablations) and the next one: groups them
+    y = np.arange(len(rows)) + gap * np.cumsum([i > 0 and m not in base_of for i, m in enumerate(order)])
+    paper = pd.to_numeric(rows["paper_accuracy"], errors="coerce").to_numpy() if paper_dataset \
+        else np.full(len(rows), np.nan)
+    ours = pd.to_numeric(rows["accuracy"], errors="coerce").to_numpy()
+    low = pd.to_numeric(rows.get("accuracy_low", pd.Series(np.nan, index=rows.index)), errors="coerce").to_numpy()
+    high = pd.to_numeric(rows.get("accuracy_high", pd.Series(np.nan, index=rows.index)), errors="coerce").to_numpy()
+    pair = ~np.isnan(paper) & ~np.isnan(ours)
+    height = 0.4 if pair.any() else 0.6
+    offset = np.where(pair, height / 2, 0.0)  # a lone bar sits on its tick, a pair straddles it
+    colors = [sns.desaturate(c, 0.75) for c in sns.color_palette(n_colors=2)]
+    hatch = np.array(["//" if m in base_of else "" for m in order])
 
-    marked = rows["flag"].astype(str).str.startswith("not comparable").to_numpy()  # the table's mark
-    labels = [m + (" *" if mark else "") + (f"\n(ablation of {base_of[m]})" if m in base_of else "")
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * (y[-1] + 1) * (1.5 if pair.any() else 1)), layout="constrained")
+    for values, at, color, label in ((paper, y - offset, colors[0], "paper (CIFAR-10, P100)"),
+                                     (ours, y + offset, colors[1], f"reproduced ({dataset})")):
+        shown = ~np.isnan(values)
+        if not shown.any():
+            continue
+        bars = ax.barh(at[shown], values[shown], height, color=color, label=label, edgecolor="white",
+                       linewidth=0.8, hatch=list(hatch[shown]))
+        ends = values.copy()
+        if values is ours:
+            has_ci = shown & ~np.isnan(low)
+            if has_ci.any():
+                ax.errorbar(ours[has_ci], at[has_ci], xerr=[ours[has_ci] - low[has_ci], high[has_ci] - ours[has_ci]],
+                            fmt="none", ecolor="black", elinewidth=0.8, capsize=2, label="95% interval")
+                ends = np.where(has_ci, np.fmax(high, ours), ours)
+        for bar, end, value in zip(bars, ends[shown], values[shown]):
+            ax.text(end + 1, bar.get_y() + bar.get_height() / 2, f"{value:.1f}", va="center", fontsize=7)
+
+    marked = (rows["flag"].astype(str).str.startswith("not comparable").to_numpy() & paper_dataset)
+    labels = [m + (" *" if mark else "") + (f" (ablation of {base_of[m]})" if m in base_of else "")
               for m, mark in zip(order, marked)]
-    ax.set_xticks(x, labels, rotation=30, ha="right", rotation_mode="anchor")
-    ax.set(ylim=(0, 105), xlim=(x[0] - 0.6, x[-1] + 0.6), xlabel="model", ylabel="test accuracy (%)",
-           title="Test accuracy: reported vs reproduced")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()  # the table's order, top to bottom
+    ax.set_ylim(y[-1] + 0.6 + (height / 2 if pair.any() else 0), y[0] - 0.6 - (height / 2 if pair.any() else 0))
+    ax.set_xlim(0, 112)
+    ax.set_xticks(range(0, 101, 20))
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_xlabel("test accuracy (%)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
     handles = ax.get_legend_handles_labels()[0]
     if base_of:
-        handles.append(Patch(facecolor="white", edgecolor="dimgray", hatch="//", label="ablation (beside its base)"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        handles.append(Patch(facecolor="white", edgecolor="dimgray", hatch="//", label="ablation (below its base)"))
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4), frameon=False, fontsize=8)
+    # no title: a paper's caption says what the figure shows (workflow/report/accuracy.rst)
+    notes = []
     if marked.any():
-        fig.text(0.01, 0.01, "* not comparable with the paper (its setting or dataset differs; see the table)",
-                 fontsize=8, color="dimgray")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+        notes.append("* not comparable with the paper (its setting differs; see the table)")
+    if not paper_dataset:
+        notes.append(f"The study's CIFAR-10 accuracies are not drawn: {dataset} is another dataset (see the table).")
+    if notes:
+        fig.supxlabel("\n".join(notes), fontsize=7, color="dimgray", x=0.01, ha="left")
     save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ markdown
+
+def claims_md(claims: pd.DataFrame) -> list[str]:
+    """The claims section: the testable claims' table, then the untestable ones with their reasons."""
+    lines = ["## The study's claims", ""]
+    if not len(claims):
+        return lines + ["_none listed (config `study.claims`)_", ""]
+    untestable = claims["check"] == "untestable"
+    lines += ["Each claim of the study our runs can test, checked with a paired test on the same test images "
+              "(accuracy: McNemar's exact test and a paired-bootstrap 95% interval of the difference, "
+              f"level {ALPHA:g} split over a claim's pairs, the direction required on every seed; "
+              "lr: the tuned lrs' ratio). `not comparable`: a model did not run, or ran on another dataset or "
+              "in another setting; the evidence is then shown for information only.", ""]
+    lines += [_md_table(claims.loc[~untestable, ["claim", "says", "verdict", "evidence"]]), ""]
+    if untestable.any():
+        lines += ["What the study claims that our runs cannot test:", ""]
+        lines += [f"- **{r.claim}**: {r.says}. {r.verdict[len('not testable ('):-1].rstrip('.')}."
+                  for r in claims[untestable].itertuples()] + [""]
+    return lines
+
 
 def _cell(v):
     if isinstance(v, float):
@@ -401,24 +642,31 @@ def paper_spec_md(study: dict, papers: dict, models: list[str]) -> list[str]:
 
 def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_paths, best_paths, history_paths,
            table_csv_path, table_md_path, accuracy_plot_path, *, verify_paths=(), confusion_paths=(),
-           study: dict | None = None, ablations: dict | None = None, verdicts_path=None, ablation_table_path=None,
-           verification_table_path=None, summary_path=None) -> pd.DataFrame:
+           predictions_paths=(), study: dict | None = None, ablations: dict | None = None, verdicts_path=None,
+           ablation_table_path=None, verification_table_path=None, summary_path=None,
+           claims_path=None) -> pd.DataFrame:
     if len({len(models), len(metrics_paths), len(run_paths), len(best_paths), len(history_paths)}) != 1:
         raise ConfigError("--models, --metrics, --run, --best and --history need one entry per run")
     if confusion_paths and len(confusion_paths) != len(models):
         raise ConfigError("--confusion needs one entry per run")
-    res = Results(models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths)
-    ablations = {k: v for k, v in (ablations or {}).items() if k in res.order}
+    if predictions_paths and len(predictions_paths) != len(models):
+        raise ConfigError("--predictions needs one entry per run")
+    res = Results(models, metrics_paths, run_paths, best_paths, history_paths, confusion_paths, predictions_paths)
+    all_ablations = dict(ablations or {})
+    ablations = {k: v for k, v in all_ablations.items() if k in res.order}
     main = [m for m in res.order if m not in ablations]
     out = Path(table_csv_path).parent
 
-    stuck = {name: res.no_progress(name) for name in main}
-    table = build_table(dataset, res, papers, main, stuck)
-    verdicts = build_verdicts(dataset, res, papers, main, stuck)
+    stuck = {name: res.no_progress(name) for name in res.order}
+    intervals = {(name, key): res.interval(name, key) for name in res.order for key in METRICS}
+    table = build_table(dataset, res, papers, main, stuck, intervals)
+    verdicts = build_verdicts(dataset, res, papers, main, stuck, intervals)
     ablation_table = build_ablations(res, papers, ablations)
     verification = build_verification(verify_paths)
+    claims = check_claims(dataset, res, (study or {}).get("claims", []), stuck, all_ablations)
     write_csv(table_csv_path, table, index=False)
     write_csv(verdicts_path or out / "verdicts.csv", verdicts, index=False)
+    write_csv(claims_path or out / "claims.csv", claims, index=False)
     write_csv(ablation_table_path or out / "ablations.csv", ablation_table, index=False)
     write_csv(verification_table_path or out / "verification.csv", verification, index=False)
     if summary_path is not None:
@@ -429,16 +677,24 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
              f"A metric more than {TOLERANCE_PCT:g}% (relative) off the reported value DEVIATES.",
              "hparams: `tuned` = hyperopt on the tuning split, `paper` = the reported lr and epochs. "
              "setting: where a run departs from the paper's architecture, weights or input size "
-             "(such rows are not comparable).", ""]
+             "(such rows are not comparable).",
+             "Intervals are 95%: a bootstrap over the test images (predictions.csv) and, with several seeds, "
+             "the spread over seeds, combined as sqrt(se_images² + sd_seeds²) × 1.96. A verdict is "
+             f"`inconclusive` where that interval is wider than the {TOLERANCE_PCT:g}% tolerance.", ""]
     if not dataset["paper_dataset"]:
         lines += [f"**Not comparable**: `{dataset['name']}` is not CIFAR-10; the paper columns are shown for "
                   "reference only.", ""]
     for name, why in stuck.items():
-        if why:
+        if why and name in main:
             lines += [f"**No progress**: `{name}` ({why}); its accuracy and loss are not results.", ""]
-    shown = table.drop(columns="accuracy_std").assign(accuracy=[
-        _pm(a, None if pd.isna(sd) else sd, 2) for a, sd in zip(table["accuracy"], table["accuracy_std"])])
+    shown = table.drop(columns=["accuracy_std", "accuracy_low", "accuracy_high", "loss_low", "loss_high"]).assign(
+        accuracy=[_pm(a, None if pd.isna(sd) else sd, 2) for a, sd in zip(table["accuracy"], table["accuracy_std"])])
+    shown.insert(shown.columns.get_loc("accuracy") + 1, "accuracy 95%",
+                 [_ci(lo, hi, 2) for lo, hi in zip(table["accuracy_low"], table["accuracy_high"])])
+    shown.insert(shown.columns.get_loc("loss") + 1, "loss 95%",
+                 [_ci(lo, hi, 4) for lo, hi in zip(table["loss_low"], table["loss_high"])])
     lines += ["## Comparison", "", _md_table(shown), "", "## Verdicts", "", _md_table(verdicts), ""]
+    lines += claims_md(claims)
     lines += ["## Ablations", "", _md_table(ablation_table), ""]
     lines += ["## Module verification", "", _md_table(verification), ""]
     lines += paper_spec_md(study or {}, papers, main + list(ablations))
@@ -447,10 +703,11 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     figures_dir = Path(accuracy_plot_path).parent  # every figure beside the accuracy chart
     for name in res.order:
         plot_curves(name, pd.concat(res.histories[name]), papers.get(name, {}).get("accuracy"),
-                    figures_dir / f"curves_{name}.png")
+                    figures_dir / f"curves_{name}.png", res.metrics[name][0].get("images"))
         if res.confusions[name]:
             plot_confusion(name, sum(res.confusions[name][1:], res.confusions[name][0]),
                            figures_dir / f"confusion_{name}.png")
-    plot_accuracy(table, dataset["name"], accuracy_plot_path, ablation_chart_rows(dataset, ablation_table))
+    plot_accuracy(table, dataset["name"], accuracy_plot_path, ablation_chart_rows(dataset, ablation_table, intervals),
+                  paper_dataset=dataset["paper_dataset"])
     log.info("report for %s: %d models, %d ablations -> %s", dataset["name"], len(main), len(ablations), table_md_path)
     return table

@@ -6,6 +6,10 @@ class-conditional grid, the acgan's grid and its players' loss curves. This modu
 loads the model, builds the inputs every figure may use (the first test images, a
 class-conditional grid with one row per class, the training history) and draws
 the panels the model returns.
+
+Image panels stack in one column, each as tall as its rows of images (no blank area under a
+short grid); every row is labelled (a class grid's classes, or the panel's `row_labels`). Curve
+panels stand in a column of their own beside them.
 """
 from __future__ import annotations
 
@@ -35,7 +39,6 @@ def _show(ax, images: torch.Tensor, nrow: int, title: str, row_labels: list[str]
     grid = make_grid(images.clamp(0, 1), nrow=nrow, padding=pad, pad_value=1.0)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_title(title, fontsize=9)
-    ax.set_anchor("N")  # a short grid (the vae's reconstructions) sits at the top, not floating mid-height
     ax.set_xticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
@@ -75,11 +78,22 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, samples_plo
     with torch.no_grad():
         title, panels = draw(model, inputs)
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5.6), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    images = [p for p in panels if "images" in p]
+    curves = [p for p in panels if "images" not in p]
+    rows = [-(-len(p["images"]) // p["nrow"]) for p in images]  # image rows per panel
+    cols = 10 if not images else max(p["nrow"] for p in images)
+    height = 0.55 * sum(rows) * 10 / cols + 0.45 * len(images) + 0.5   # inches: rows of square images + titles
+    fig = plt.figure(figsize=(5.5 + 4.5 * bool(curves), max(height, 3.5 if curves else 0)), layout="constrained")
+    grid = fig.add_gridspec(max(len(images), 1), 1 + bool(curves), height_ratios=[r + 0.8 for r in rows] or None,
+                            width_ratios=[5.5, 4.5][:1 + bool(curves)])
+    axes = [fig.add_subplot(grid[i, 0]) for i in range(len(images))]
+    if curves:
+        side = grid[:, 1 if images else 0].subgridspec(len(curves), 1)
+        axes += [fig.add_subplot(side[i, 0]) for i in range(len(curves))]
+    for ax, panel in zip(axes, images + curves):
         if "images" in panel:
             is_grid = panel["images"] is inputs.grid
-            _show(ax, panel["images"], panel["nrow"], panel["title"], classes if is_grid else None)
+            _show(ax, panel["images"], panel["nrow"], panel["title"], classes if is_grid else panel.get("row_labels"))
             continue
         for label, column in panel["curves"].items():
             ax.plot(inputs.history["epoch"], inputs.history[column], marker="o", label=label)
@@ -90,6 +104,5 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, samples_plo
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"{cfg['name']}: {title}", fontsize=11)
-    fig.tight_layout()
     save_figure(fig, samples_plot_path)
     return {"model": cfg["name"], "objective": model_entry(cfg["arch"]).objective, "images": int(inputs.grid.shape[0])}

@@ -126,7 +126,8 @@ STAGES: dict[str, Stage] = {
                      "sample grid (+ reconstructions or G/D losses) of a trained vae or acgan", "model_cfg", DATA_MODEL,
                      inputs=("data", "weights", "history"), outputs=("samples_plot",)),
     "report": Stage("reprozoo.report:report", "comparison table (CSV + Markdown) and figures", "report_cfg",
-                    ("dataset",), each_run=("metrics", "run", "best", "history", "confusion"), each_model=("verify",),
+                    ("dataset",), each_run=("metrics", "run", "best", "history", "confusion", "predictions"),
+                    each_model=("verify",), optional=("predictions",),
                     outputs=("table_csv", "table_md", "verdicts", "ablation_table", "verification_table", "summary",
                              "accuracy_plot")),  # the other figures go beside the accuracy chart
 }

@@ -11,6 +11,7 @@ rule report:
         best=per_run("best"),
         history=per_run("history"),
         confusion=per_run("confusion"),
+        predictions=per_run("predictions"),
         verify=expand(PATHS["verify"], model=MODELS),
         code=src("report.py"),
     output:

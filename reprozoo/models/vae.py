@@ -77,8 +77,8 @@ def vae_samples(model: M2, inputs) -> tuple[str, list[dict]]:
     x = inputs.x_test                                       # (n, 3, H, W) uint8
     recon = model.reconstruct(inputs.normalize(x))
     return "semi-supervised VAE (M2)", [
-        {"title": "test images (top) and reconstructions (bottom)", "images": torch.cat([x.float() / 255, recon]),
-         "nrow": len(x)},
+        {"title": "test images and their reconstructions", "images": torch.cat([x.float() / 255, recon]),
+         "nrow": len(x), "row_labels": ["test", "reconstructed"]},
         {"title": f"samples p(x|y,z), z ~ N(0, I); {inputs.rows}", "images": inputs.grid, "nrow": inputs.per_class},
     ]
 
