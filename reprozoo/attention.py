@@ -59,6 +59,7 @@ def attention_figure(cfg: dict, data_path, weights_path, attention_plot_path, in
     fig.tight_layout(rect=(0, 0, 0.93, 1))
     bar = fig.colorbar(overlay, cax=fig.add_axes((0.94, 0.12, 0.012, 0.7)), extend="both")  # one scale, every model
     bar.set_ticks([0.125, 0.25, 0.5, 1, 2, 4, 8], labels=["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    bar.ax.minorticks_off()
     bar.set_label("weight × patches (1 = uniform)", fontsize=8)
     bar.ax.tick_params(labelsize=7)
     save_figure(fig, attention_plot_path)

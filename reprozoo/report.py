@@ -325,25 +325,24 @@ def _models_of(claim: dict) -> list[str]:
 
 
 def _not_comparable(dataset: dict, res: Results, claim: dict, stuck: dict, ablations: dict) -> list[str]:
-    """Why the claim's models cannot speak for the study's (empty: they can)."""
-    reasons = []
+    """Why the claim's models cannot speak for the study's (empty: they can). Short: the comparison
+    table gives each model's setting in full."""
     models = _models_of(claim)
+    ran = [m for m in models if m in res.metrics]
     missing = [m for m in models if m not in res.metrics]
-    if missing:
-        reasons.append(f"{', '.join(missing)} did not run")
+
+    def own_setting(m):  # an ablation's own change is its point, not a departure from the paper
+        own = set(ablations.get(m, {}).get("set", {}).get("args", {}))
+        return [d for d in res.runs[m][0].get("setting_deviations", []) if d.split("=")[0] not in own]
+
+    groups = [("did not run", missing), ("setting of", [m for m in ran if own_setting(m)]),
+              ("no progress:", [m for m in ran if stuck.get(m)]),
+              ("lr not tuned:", [m for m in ran if claim["check"] == "lr_above"
+                                 and res.best[m].get("source") != "tuned"])]
+    reasons = [f"{', '.join(ms)} did not run" if what == "did not run" else f"{what} {', '.join(ms)}"
+               for what, ms in groups if ms]
     if not dataset["paper_dataset"]:
-        reasons.append(f"dataset {dataset['name']}")
-    for m in models:
-        if m not in res.metrics:
-            continue
-        own = set(ablations.get(m, {}).get("set", {}).get("args", {}))  # an ablation's own change is its point
-        setting = [d for d in res.runs[m][0].get("setting_deviations", []) if d.split("=")[0] not in own]
-        if setting:
-            reasons.append(f"{m}: {'; '.join(setting)}")
-        if stuck.get(m):
-            reasons.append(f"{m} made no progress")
-        if claim["check"] == "lr_above" and res.best[m].get("source") != "tuned":
-            reasons.append(f"{m}'s lr is the paper's, not tuned")
+        reasons.insert(bool(missing), f"dataset {dataset['name']}")
     return reasons
 
 
@@ -450,9 +449,14 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
         if images:
             p = h["test_accuracy"].to_numpy(float) / 100
             half = 100 * stats.Z95 * np.sqrt(p * (1 - p) / images)
-            ax2.fill_between(h["epoch"], h["test_accuracy"] - half, h["test_accuracy"] + half, color="tab:orange",
-                             alpha=0.2 * alpha, linewidth=0, label=f"95% interval, {images:,} test images" if i == 0
-                             else None)
+            label = f"95% interval, {images:,} test images" if i == 0 else None
+            if len(h) > 1:
+                ax2.fill_between(h["epoch"], np.clip(h["test_accuracy"] - half, 0, 100),
+                                 np.clip(h["test_accuracy"] + half, 0, 100),
+                                 color="tab:orange", alpha=0.2 * alpha, linewidth=0, label=label)
+            else:  # one epoch: a band has no width, so an error bar
+                ax2.errorbar(h["epoch"], h["test_accuracy"], yerr=half, fmt="none", ecolor="tab:orange",
+                             alpha=alpha, capsize=4, label=label)
     ax1.set(title=f"{name}: loss", xlabel="epoch", ylabel="cross-entropy")
     if paper_accuracy is not None:
         ax2.axhline(paper_accuracy, ls="--", color="gray", label=f"paper (CIFAR-10, P100): {paper_accuracy:.2f}%")
@@ -584,7 +588,7 @@ def claims_md(claims: pd.DataFrame) -> list[str]:
     lines += [_md_table(claims.loc[~untestable, ["claim", "says", "verdict", "evidence"]]), ""]
     if untestable.any():
         lines += ["What the study claims that our runs cannot test:", ""]
-        lines += [f"- **{r.claim}**: {r.says}. {r.verdict[len('not testable ('):-1].rstrip('.')}."
+        lines += [f"- **{r.claim}**: {r.says}. Why not: {r.verdict[len('not testable ('):-1].rstrip('.')}."
                   for r in claims[untestable].itertuples()] + [""]
     return lines
 
@@ -702,7 +706,9 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
 
     figures_dir = Path(accuracy_plot_path).parent  # every figure beside the accuracy chart
     for name in res.order:
-        plot_curves(name, pd.concat(res.histories[name]), papers.get(name, {}).get("accuracy"),
+        # the study's CIFAR-10 line only over a CIFAR-10 run: never beside another dataset's curve
+        plot_curves(name, pd.concat(res.histories[name]),
+                    papers.get(name, {}).get("accuracy") if dataset["paper_dataset"] else None,
                     figures_dir / f"curves_{name}.png", res.metrics[name][0].get("images"))
         if res.confusions[name]:
             plot_confusion(name, sum(res.confusions[name][1:], res.confusions[name][0]),

@@ -82,9 +82,10 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, samples_plo
     curves = [p for p in panels if "images" not in p]
     rows = [-(-len(p["images"]) // p["nrow"]) for p in images]  # image rows per panel
     cols = 10 if not images else max(p["nrow"] for p in images)
-    height = 0.55 * sum(rows) * 10 / cols + 0.45 * len(images) + 0.5   # inches: rows of square images + titles
+    side = (5.5 - 1.3) / cols  # inches per image: the column's width less the row labels
+    height = side * sum(rows) + 0.4 * len(images) + 0.45  # rows of square images, panel titles, the suptitle
     fig = plt.figure(figsize=(5.5 + 4.5 * bool(curves), max(height, 3.5 if curves else 0)), layout="constrained")
-    grid = fig.add_gridspec(max(len(images), 1), 1 + bool(curves), height_ratios=[r + 0.8 for r in rows] or None,
+    grid = fig.add_gridspec(max(len(images), 1), 1 + bool(curves), height_ratios=[r + 0.4 / side for r in rows] or None,
                             width_ratios=[5.5, 4.5][:1 + bool(curves)])
     axes = [fig.add_subplot(grid[i, 0]) for i in range(len(images))]
     if curves:
