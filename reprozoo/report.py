@@ -437,7 +437,7 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
                 images: int | None = None) -> None:
     """The study's two-panel figure: losses on the left, test accuracy on the right (one line per seed),
     with each epoch's 95% interval over the `images` test images (binomial, normal approximation)."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7, 3))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7, 3.6))
     seeds = sorted(history["seed"].unique()) if "seed" in history else [None]
     for i, seed in enumerate(seeds):
         h = history if seed is None else history[history["seed"] == seed]
@@ -466,7 +466,7 @@ def plot_curves(name: str, history: pd.DataFrame, paper_accuracy: float | None, 
         ax.set_xlim(first - 0.5, last + 0.5)  # one epoch: a point on its integer tick, not on a 0.95-1.05 axis
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)  # off the data
     fig.tight_layout()
     save_figure(fig, path)
 
