@@ -113,7 +113,8 @@ def reconcile_with_dvc():
         return
     status = subprocess.run([dvc, "status", "--json"], capture_output=True, text=True)
     if status.returncode == 0 and json.loads(status.stdout or "{}") == {}:
-        args = [a for f in workflow.config_settings.configfiles for a in ("--configfile", str(f))]
+        files = [str(f) for f in workflow.config_settings.configfiles]
+        args = ["--configfile", *files] if files else []  # one flag: a second --configfile replaces the first
         if workflow.config_settings.config:  # `snakemake --config k=v`: values as YAML (JSON is YAML)
             args += ["--config", *(f"{k}={json.dumps(v)}" for k, v in workflow.config_settings.config.items())]
         touch = [sys.executable, "-m", "snakemake", "--touch", "--forceall", "--cores", "1", "--quiet", *args]
