@@ -128,15 +128,18 @@ def test_a_bug_is_named_on_the_terminal_and_its_traceback_is_in_the_log(mlp, tmp
 
 @pytest.mark.slow
 def test_a_failed_jobs_reason_reaches_the_terminal_in_snakemake_and_dvc(tmp_path):
-    """A dataset folder that is not there: the download job fails, and its one line is on the console of
-    a plain `snakemake` run and of `dvc repro`, not only in the job's log."""
+    """A dataset with one class: the download job fails, and its one line is on the console of a plain
+    `snakemake` run and of `dvc repro`, not only in the job's log; then a config error through DVC."""
+    from conftest import write_imagefolder
+
     work = copy_workflow(tmp_path)
-    (work / "missing.yaml").write_text(yaml.safe_dump({
+    write_imagefolder(work / "one-class", classes=("cat",))
+    (work / "one.yaml").write_text(yaml.safe_dump({
         "run": {"datasets": ["shapes"], "models": ["mlp"], "ablations": []},
-        "datasets": {"shapes": {"kind": "imagefolder", "root": "no-such-folder"}}}))
-    configs = ["tests/tiny.yaml", "missing.yaml"]
+        "datasets": {"shapes": {"kind": "imagefolder", "root": "one-class"}}}))
+    configs = ["tests/tiny.yaml", "one.yaml"]
     result = run_snakemake("--cores", "1", "--configfile", *configs, cwd=work)
-    reason = "reprozoo download: error: "
+    reason = "reprozoo download: error: imagefolder one-class/train: 1 class folder (cat); a classifier needs at least two"
     assert result.returncode != 0 and reason in result.stderr, result.stderr[-2000:]
     assert reason in (work / "logs/shapes/download.log").read_text()
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1"}
@@ -144,6 +147,10 @@ def test_a_failed_jobs_reason_reaches_the_terminal_in_snakemake_and_dvc(tmp_path
     assert run_cli("dvc-yaml", *(a for c in configs for a in ("--configfile", c)), cwd=work).returncode == 0
     repro = subprocess.run([BIN / "dvc", "repro"], cwd=work, capture_output=True, text=True, env=env)
     assert repro.returncode != 0 and reason in repro.stdout + repro.stderr, repro.stdout[-2000:] + repro.stderr
+    (work / "params.yaml").write_text("mlp: {batch_size: 0}\n")  # a config error: DVC's resolve stage says which
+    repro = subprocess.run([BIN / "dvc", "repro"], cwd=work, capture_output=True, text=True, env=env)
+    assert repro.returncode != 0 and "reprozoo resolve: error: config key 'models.mlp.batch_size': 0 is less than " \
+        "the minimum of 1" in repro.stdout + repro.stderr
 
 
 def test_an_argument_the_layers_refuse_is_one_line_at_the_start_of_the_job(demo_cfg, tmp_path):
