@@ -82,9 +82,9 @@ RULES = {
     # the report reads files of every run: it depends on their folders, and writes its figures as one
     "report": ({"dataset": "${datasets}"}, f"report --dataset {D}", f"logs/{D}/report.log",
                [f"{R}/config/report.json", f"{R}/tune", f"{R}/train", f"{R}/eval", "results/verify",
-                "reprozoo/report.py"],
-               [f"{R}/report/{f}" for f in ("comparison.csv", "comparison.md", "verdicts.csv", "ablations.csv",
-                                            "verification.csv", "figures")]),
+                "reprozoo/report.py", "reprozoo/stats.py"],
+               [f"{R}/report/{f}" for f in ("comparison.csv", "comparison.md", "verdicts.csv", "claims.csv",
+                                            "ablations.csv", "verification.csv", "figures")]),
 }
 # Plots: each run's confusion matrix (evaluate) and tuning trials (tune); at the top level, each
 # run's loss curves and one chart of every model's test accuracy per epoch.

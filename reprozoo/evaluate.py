@@ -20,11 +20,12 @@ from reprozoo.models.pretrained import backbone_features
 log = logging.getLogger("reprozoo.evaluate")
 
 
-def scores(runner: Runner, data: Tensors) -> tuple[dict, np.ndarray, np.ndarray]:
+def scores(runner: Runner, data: Tensors) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Test metrics, and per image: the true class, the predicted one, the loss."""
     losses, logits = runner.predict(data)
     y_true, y_pred = data.y.cpu().numpy(), logits.argmax(1).numpy()
     return {"loss": losses.mean().item(), "accuracy": 100 * accuracy_score(y_true, y_pred),
-            "images": len(y_true)}, y_true, y_pred
+            "images": len(y_true)}, y_true, y_pred, losses.double().numpy()
 
 
 def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, device,
@@ -36,7 +37,7 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
     runner = Runner(model, cfg, device)
 
     test = Tensors.from_numpy(arrays["x_test"], arrays["y_test"], device)
-    metrics, y_true, y_pred = scores(runner, test)
+    metrics, y_true, y_pred, losses = scores(runner, test)
     if not math.isfinite(metrics["loss"]):  # before any output: junk is no result
         raise DataError(f"{weights_path}: the test loss is {metrics['loss']}: the model's outputs are not finite; "
                         "retrain")
@@ -53,15 +54,16 @@ def evaluate(cfg: dict, data_path, weights_path, metrics_path, confusion_path, d
         if cfg.get("backbone"):  # a probe: the backbone runs once over the extra images, as cache_features does
             features = backbone_features(cfg["backbone"], cfg["normalize"], {name: data}, device)[name]
             data = Tensors(features.to(device), data.y)
-        extra, _, _ = scores(runner, data)
+        extra, _, _, _ = scores(runner, data)
         metrics["extra"][name] = extra
         log.info("%s on extra test set %s: acc %.2f%% loss %.4f", cfg["name"], name, extra["accuracy"], extra["loss"])
 
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     write_csv(confusion_path, pd.DataFrame(cm, index=pd.Index(classes, name="true"), columns=classes))
-    if predictions_path is not None:  # one row per test image, in test-set order
+    if predictions_path is not None:  # one row per test image, in test-set order: the report's bootstrap
         names = np.array(classes)
-        write_csv(predictions_path, pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred]}), index=False)
+        write_csv(predictions_path, pd.DataFrame({"actual": names[y_true], "predicted": names[y_pred], "loss": losses}),
+                  index=False)
     write_json(metrics_path, metrics)
     log.info("%s: test acc %.2f%% loss %.4f", cfg["name"], metrics["accuracy"], metrics["loss"])
     return metrics

@@ -10,9 +10,9 @@ Writes, for one dataset:
   inconclusive / not comparable / not testable;
 - ablations.csv: each variant beside its base and, where reported, the paper;
 - verification.csv: the module verifier's summary per model;
-- summary.json: the study in six numbers (models, how many reproduced, deviate, are not
-  comparable or made no progress on accuracy, their mean test accuracy): DVC's metrics, few
-  enough that `dvc metrics show` and `dvc exp show` fit a terminal;
+- summary.json: the study in seven numbers (models, how many reproduced, deviate, are not
+  comparable, made no progress or are inconclusive on accuracy, their mean test accuracy):
+  DVC's metrics, few enough that `dvc metrics show` and `dvc exp show` fit a terminal;
 - comparison.md: all of the above plus the paper spec, for people;
 - figures: training curves (all seeds, with the test accuracy's 95% band), confusion
   matrices, the accuracy chart (95% intervals; each ablation hatched beside its base model;
@@ -84,6 +84,7 @@ def summarise(verdicts: pd.DataFrame, table: pd.DataFrame) -> dict:
             "deviates": int(accuracy.str.startswith("DEVIATES").sum()),
             "not_comparable": int(accuracy.str.startswith("not comparable").sum()),
             "no_progress": int(accuracy.str.startswith("NO PROGRESS").sum()),
+            "inconclusive": int(accuracy.str.startswith("inconclusive").sum()),
             "mean_accuracy": round(float(pd.to_numeric(table["accuracy"], errors="coerce").mean()), 2)}
 
 

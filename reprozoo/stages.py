@@ -50,6 +50,7 @@ PATHS = {
     "table_csv": f"{R}/report/comparison.csv",
     "table_md": f"{R}/report/comparison.md",
     "verdicts": f"{R}/report/verdicts.csv",
+    "claims": f"{R}/report/claims.csv",
     "ablation_table": f"{R}/report/ablations.csv",
     "verification_table": f"{R}/report/verification.csv",
     "summary": f"{R}/report/summary.json",
@@ -128,8 +129,8 @@ STAGES: dict[str, Stage] = {
     "report": Stage("reprozoo.report:report", "comparison table (CSV + Markdown) and figures", "report_cfg",
                     ("dataset",), each_run=("metrics", "run", "best", "history", "confusion", "predictions"),
                     each_model=("verify",), optional=("predictions",),
-                    outputs=("table_csv", "table_md", "verdicts", "ablation_table", "verification_table", "summary",
-                             "accuracy_plot")),  # the other figures go beside the accuracy chart
+                    outputs=("table_csv", "table_md", "verdicts", "claims", "ablation_table", "verification_table",
+                             "summary", "accuracy_plot")),  # the other figures go beside the accuracy chart
 }
 # The section a stage may be given as JSON instead of a file (`--model-json`), and its argument.
 JSON_SECTIONS = {"dataset_cfg": ("dataset", "dataset"), "backbone_cfg": ("backbone", "spec"),

@@ -13,11 +13,12 @@ rule report:
         confusion=per_run("confusion"),
         predictions=per_run("predictions"),
         verify=expand(PATHS["verify"], model=MODELS),
-        code=src("report.py"),
+        code=[src("report.py"), src("stats.py")],
     output:
         table_csv=report(PATHS["table_csv"], caption="../workflow/report/comparison.rst", category="Tables"),
         table_md=PATHS["table_md"],
         verdicts=report(PATHS["verdicts"], caption="../workflow/report/verdicts.rst", category="Tables"),
+        claims=report(PATHS["claims"], caption="../workflow/report/claims.rst", category="Tables"),
         ablation_table=report(PATHS["ablation_table"], caption="../workflow/report/ablations.rst", category="Tables"),
         verification_table=report(
             PATHS["verification_table"], caption="../workflow/report/verification.rst", category="Tables"
