@@ -300,11 +300,11 @@ def test_metrics_come_from_one_summary_file_and_fit_a_terminal(dvc_repo):
     assert summary == json.loads((work / "results/digits/report/summary.json").read_text())
     assert summary["models"] == 2 and summary["reproduced"] + summary["not_comparable"] == 2  # digits: not CIFAR-10
     accuracies = [json.loads(output(work, f"eval/{m}", "metrics.json").read_text())["accuracy"] for m in ("mlp", "cnn")]
-    assert summary["mean_accuracy"] == pytest.approx(sum(accuracies) / 2, abs=0.01)
+    assert summary["accuracy"] == pytest.approx(sum(accuracies) / 2, abs=0.01)
     assert "metrics.json" not in json.dumps(shown) and "best.json" not in json.dumps(shown)  # one file
     env = {"COLUMNS": "120"}
     table = sh(BIN / "dvc", "metrics", "show", cwd=work, env=env).stdout
-    assert "mean_accuracy" in table and columns(table) <= 120, table
+    assert "not_comparable" in table and columns(table) <= 120, table
     dag = sh(BIN / "dvc", "dag", "--mermaid", cwd=work, env=env).stdout  # the flags docs/dvc.md gives
     assert "report@digits" in dag and columns(dag) <= 120
 
@@ -420,7 +420,7 @@ def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
         table = make("dvc-exp-show", cwd=work, env={"COLUMNS": "1000"}).stdout  # as wide as it wants
         lines = table.splitlines()[1:]  # after make's echo of the command
         assert max(map(len, lines)) <= 120, table
-        for column in ("Experiment", "mean_accuracy", "mlp.hparams", "mlp.paper.lr", "mlp.paper.epochs"):
+        for column in ("Experiment", "accuracy", "mlp.hparams", "mlp.paper.lr", "mlp.paper.epochs"):
             assert column in lines[1], column
         assert "mlp-paper-lr" in table and "…" not in table
         restore_baseline(work)
