@@ -112,8 +112,8 @@ def test_one_offline_html_report_holds_every_figure_and_table(demo_run):
     result = run_snakemake("--configfile", "config/demo.yaml", "--report", "results/report.html", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "results/report.html").read_text()
-    for name in ("comparison.csv", "verdicts.csv", "ablations.csv", "verification.csv", "accuracy.png",
-                 "attention_vit_tiny.png", "confusion_patch_lstm.png", "curves_vit_b16_probe.png",
+    for name in ("comparison.csv", "verdicts.csv", "claims.csv", "ablations.csv", "verification.csv",
+                 "accuracy.png", "attention_vit_tiny.png", "confusion_patch_lstm.png", "curves_vit_b16_probe.png",
                  "samples_vae.png", "samples_acgan.png"):
         assert name in html, name
     assert "every reproduced number beside the reported one" in html  # the Snakefile's report: front page
