@@ -119,8 +119,14 @@ def reconcile_with_dvc():
             args += ["--config", *(f"{k}={json.dumps(v)}" for k, v in workflow.config_settings.config.items())]
         touch = [sys.executable, "-m", "snakemake", "--touch", "--forceall", "--cores", "1", "--quiet", *args]
         env = {**os.environ, "REPROZOO_NO_DVC_SYNC": "1"}
-        if subprocess.run(touch, capture_output=True, text=True, env=env).returncode == 0:
+        done = subprocess.run(touch, capture_output=True, text=True, env=env)
+        if done.returncode == 0:
             print("reprozoo: outputs that DVC made are current (dvc status): recorded for Snakemake", file=sys.stderr)
+        else:  # say so: Snakemake may now plan to rerun what DVC made
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            print(
+                f"reprozoo: could not record DVC's outputs for Snakemake (snakemake --touch: {last})", file=sys.stderr
+            )
     stamp.parent.mkdir(exist_ok=True)
     stamp.touch()
 

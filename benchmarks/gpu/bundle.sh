@@ -13,7 +13,7 @@ python=${PYTHON:-.venv/bin/python}
 [ -x "$python" ] || python=python3
 pin() { grep -E "^$1==" requirements.txt || { echo "bundle: $1 is not pinned in requirements.txt" >&2; exit 2; }; }
 
-# The device image's Python packages (/work/.library/device/KINDS.md, read 2026-11-17):
+# The device image's Python packages (/work/.library/device/KINDS.md):
 # whatever is already there is not carried; its own versions are used.
 ON_DEVICE="absl-py accelerate attrs certifi charset-normalizer click cloudpickle contourpy cycler filelock
 fonttools fsspec idna jinja2 joblib kiwisolver markupsafe matplotlib mpmath networkx numpy packaging pandas
