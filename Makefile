@@ -6,7 +6,7 @@ CORES ?= 2
 TEST_WORKERS ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv demo test lint dry-run clean resume
+.PHONY: venv demo test test-sif lint dry-run clean resume
 
 venv: $(VENV)/.installed
 
@@ -23,9 +23,14 @@ demo: venv
 	@echo; $(PY) -m reprozoo table --dataset digits
 	@echo "(the full table, the verdicts and the paper spec: results/digits/report/comparison.md)"
 
-## test: the whole test suite on two pytest-xdist workers (about 10 min on 2 CPU cores; GPU tests skip without CUDA)
+## test: the whole test suite on two pytest-xdist workers (GPU tests skip without CUDA; the SIF test is test-sif's)
 test: venv
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not sif"
+
+## test-sif: the image built with podman or docker, run in it, then as a SIF through a real Apptainer
+## (tests/test_image.py; root, podman or docker, mmdebstrap; see docs/containers.md for time and disk)
+test-sif: venv
+	$(PY) -m pytest tests/test_image.py -m "image or sif" -s
 
 lint: venv
 	snakemake --lint
@@ -51,6 +56,35 @@ resume:
 	    exit 1; fi; done
 	snakemake --unlock $(RUN_CONFIG)
 	snakemake --cores $(CORES) --rerun-incomplete $(RUN_CONFIG)
+
+# ---------------------------------------------------------------- the image (docs/containers.md)
+# The tag config.yaml names (container.image, without docker://), and the engine that builds it:
+# docker when its daemon answers, else podman.
+IMAGE  ?= $(patsubst docker://%,%,$(shell sed -n 's/^ *image: *//p' config.yaml))
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+SIF    ?= $(subst :,_,$(notdir $(IMAGE))).sif
+# Where `make apptainer` puts a root tree with Debian unstable's Apptainer; `make sif` uses the
+# apptainer on PATH, else that one.
+APPTAINER_DIR ?= .apptainer
+APPTAINER ?= $(or $(shell command -v apptainer 2>/dev/null),$(abspath $(APPTAINER_DIR))/bin/apptainer)
+
+.PHONY: image sif apptainer
+
+## image: build the pipeline's image under the tag config.yaml names, with docker or podman (ENGINE=...)
+image:
+	@command -v $(ENGINE) >/dev/null || { echo "make image: neither a docker daemon nor podman found"; exit 1; }
+	$(ENGINE) build -t $(IMAGE) .
+
+## sif: the built image as a local SIF for Apptainer (docker-archive route: no daemon needed)
+sif:
+	@test -x "$(APPTAINER)" || { echo "make sif: no apptainer on PATH; \`make apptainer\` provides one (root, Debian)"; exit 1; }
+	tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/reprozoo-sif.XXXXXX") && trap 'rm -rf "$$tmp"' EXIT && \
+	$(ENGINE) save -o "$$tmp/image.tar" $(IMAGE) && \
+	"$(APPTAINER)" build --force --disable-cache "$(SIF)" "docker-archive:$$tmp/image.tar"
+
+## apptainer: a real Apptainer from Debian unstable in $(APPTAINER_DIR)/ (for hosts whose distribution has none)
+apptainer:
+	container/apptainer.sh $(APPTAINER_DIR)
 
 # ---------------------------------------------------------------- DVC (docs/dvc.md)
 # dvc.yaml holds one configuration: the study, or the override DVC_CONFIG names.
