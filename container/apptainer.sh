@@ -36,6 +36,8 @@ cat > "$dir/bin/apptainer-in-tree" <<WRAPPER
 set -e
 root="$dir/root"
 cwd=\$(pwd)
+# The tree's root as a mount point of its own: apptainer build changes the propagation of "/".
+mount --bind "\$root" "\$root"
 paths="/proc:/sys:/dev:/tmp:/var/tmp:\${HOME:-}:\$cwd:\${APPTAINER_HOST_BINDS:-}"
 set -f; IFS=:
 for path in \$paths; do

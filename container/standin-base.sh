@@ -22,4 +22,4 @@ mmdebstrap --quiet --variant=apt --include=python3,python3-venv,python-is-python
     bookworm "$tarball" "$mirror"
 "$engine" import --change 'CMD ["python3"]' --change 'ENV PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt' \
     "$tarball" "docker.io/library/$base" >/dev/null
-echo "standin-base.sh: $base is a local stand-in (Debian 12, $(tar -xOf "$tarball" ./usr/lib/os-release 2>/dev/null | sed -n 's/^PRETTY_NAME=//p' | tr -d '"'), python3 $(tar -tf "$tarball" | sed -n 's|^\./usr/bin/python\(3\.[0-9]*\)$|\1|p' | head -n 1))"
+echo "standin-base.sh: $base is a local stand-in: Debian 12 (mmdebstrap) with its Python 3.11"

@@ -29,8 +29,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # `make test` runs the suite on two pytest-xdist workers with --dist loadfile: a file's tests
 # stay on one worker, so each module fixture (a SLURM cluster, a DVC repository) is built once.
 # The longest files start first, so that no worker is left alone with one at the end: the demo
-# pipeline, the SLURM cluster (mostly waiting on status polls), the DVC round trips.
-LONGEST_FIRST = ["test_pipeline.py", "test_slurm.py", "test_dvc.py"]
+# image (building it is mostly download and disk), the demo pipeline, the SLURM cluster (mostly
+# waiting on status polls), the DVC round trips.
+LONGEST_FIRST = ["test_image.py", "test_pipeline.py", "test_slurm.py", "test_dvc.py"]
 
 
 def pytest_collection_modifyitems(config, items):

