@@ -111,6 +111,14 @@ def table(work: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if "time" not in k} for row in csv.DictReader(f)]
 
 
+def unmount_under(folder: Path):
+    """Unmount whatever is still mounted inside `folder`, deepest first."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(f"{folder}/")), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def engine():
     """(name, environment, scratch folder, disk monitor) with the image built by `make image`."""
@@ -137,6 +145,7 @@ def engine():
     finally:
         if name == "podman":
             subprocess.run(["podman", "system", "reset", "--force"], env=env, capture_output=True)
+            unmount_under(scratch)  # the overlay driver's own mount of its folder outlives the reset
         else:
             subprocess.run(["docker", "image", "rm", IMAGE], capture_output=True)
             if os.environ.get("CI"):  # a throwaway runner: its build cache holds the wheels
