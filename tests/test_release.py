@@ -33,6 +33,30 @@ def test_the_image_tag_in_config_is_the_project_version():
     assert cfg["container"]["image"] == f"docker://ghcr.io/reprozoo/reprozoo:{__version__}"
 
 
+# The keys of the Snakemake workflow catalog's .snakemake-workflow-catalog.yml ("Adding workflows").
+CATALOG_KEYS = {"mandatory-flags": {"desc", "flags"},
+                "software-stack-deployment": {"conda", "singularity", "singularity+conda", "report"}}
+
+
+def test_the_catalogs_usage_is_in_its_keys_and_true_here():
+    usage = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert set(usage) == set(CATALOG_KEYS)
+    for section, keys in CATALOG_KEYS.items():
+        assert set(usage[section]) <= keys, (section, set(usage[section]) - keys)
+    deploy = usage["software-stack-deployment"]
+    assert deploy["conda"] == (ROOT / "envs/reprozoo.yaml").is_file()
+    assert deploy["singularity"] and "container" in yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert deploy["report"] == any((ROOT / "workflow/report").glob("*.rst"))
+    assert (ROOT / "workflow/Snakefile").is_file() and (ROOT / "config/README.md").is_file()
+    desc = usage["mandatory-flags"]["desc"]
+    assert f"git clone --branch v{__version__} https://github.com/reprozoo/reprozoo" in desc
+    makefile = (ROOT / "Makefile").read_text()
+    for target in re.findall(r"`make (\w[\w-]*)", desc):
+        assert re.search(rf"^{target}:", makefile, re.M), f"the catalog's text names `make {target}`"
+    for override in re.findall(r"config/[\w-]+\.yaml", desc):
+        assert "<" in override or (ROOT / override).is_file(), override
+
+
 def test_workflows_validate_against_the_github_actions_schema(tmp_path):
     workflows = sorted((ROOT / ".github/workflows").glob("*.yml"))
     assert [w.name for w in workflows] == ["ci.yml", "image.yml"]
