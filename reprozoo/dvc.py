@@ -1,8 +1,9 @@
 """dvc.yaml for `dvc repro`: `python -m reprozoo dvc-yaml [--configfile config/demo.yaml]`.
 
 Snakemake is the orchestrator of record; dvc.yaml describes the same jobs in DVC's idiom, one
-`matrix` stage per rule over the run's datasets, models and seeds, with the rules' commands,
-files and logs (rules/*.smk). Two differences, both by design:
+`matrix` stage per rule over the run's datasets, models and seeds. Each stage follows from its
+declaration in reprozoo/stages.py, as the CLI does and as the rules (rules/*.smk) show it: the
+same command, files and log. Two differences, both by design:
 
 - DVC's first stage, `resolve`, writes the section files every job reads
   (reprozoo/sections.py); Snakemake writes them when it reads the Snakefile. Each job depends
@@ -19,13 +20,16 @@ configurations cannot share a repository's DVC pipeline.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
 from reprozoo.config import EXPERIMENTS, ROOT, SCHEMA_PATH, ConfigError, _read_yaml, load_config, run_models
+from reprozoo.io import pdf_twin
 from reprozoo.models.sources import architectures_declaring
 from reprozoo.sections import extra_test_folders, image_folders, seeds
+from reprozoo.stages import PATHS, STAGES, Stage, log_of, rule_of
 
 BASE_CONFIG = "config.yaml"
 DVC_YAML = Path("dvc.yaml")
@@ -35,82 +39,60 @@ LAYER_HEADER = """\
 # config.yaml (and its override) by Snakemake and by DVC's resolve stage. `dvc exp run -S
 # params.yaml:++mlp.<key>=...` edits this file (in its own layout); config.yaml is never touched.
 """
-# The rules (rules/*.smk) in DVC's words: each one's command, log, section file, inputs and
-# outputs, with ${item.*} for its wildcards. `features` marks the one input that only models with
-# a frozen backbone have: those models get a stage group of their own per backbone.
-D, M, S = "${item.dataset}", "${item.model}", "${item.seed}"
-R = f"results/{D}"
-RULES = {
-    "download": ({"dataset": "${datasets}"}, f"download --dataset {D}", f"logs/{D}/download.log",
-                 [f"{R}/config/dataset.json"], [f"resources/{D}/manifest.json"]),
-    "prepare": ({"dataset": "${datasets}"}, f"prepare --dataset {D}", f"logs/{D}/prepare.log",
-                [f"{R}/config/dataset.json", f"resources/{D}/manifest.json", "reprozoo/data.py"], [f"{R}/data.npz"]),
-    "split": ({"dataset": "${datasets}", "seed": ["${seed}"]}, f"split --dataset {D} --seed {S}",
-              f"logs/{D}/split-seed{S}.log", [f"{R}/config/split.json", f"{R}/data.npz"], [f"{R}/split-seed{S}.json"]),
-    "cache_features": ({"dataset": "${datasets}", "backbone": "${backbones}"},
-                       f"cache-features --dataset {D} --backbone ${{item.backbone}} --threads 0",
-                       f"logs/{D}/cache_features/${{item.backbone}}.log",
-                       [f"{R}/config/backbone-${{item.backbone}}.json", f"{R}/data.npz", "reprozoo/features.py",
-                        "reprozoo/models/pretrained.py"], [f"{R}/features/${{item.backbone}}.pt"]),
-    "verify": ({"model": "${all_models}"}, f"verify --model {M}", f"logs/verify/{M}.log",
-               [f"results/config/verify-{M}.json", "reprozoo/engine.py", "reprozoo/verify.py"],
-               [f"results/verify/{M}.json"]),
-    "tune": ({"dataset": "${datasets}", "model": "MODELS"}, f"tune --dataset {D} --model {M} --threads 0",
-             f"logs/{D}/tune/{M}.log",
-             [f"{R}/config/model-{M}.json", f"{R}/data.npz", f"{R}/split-seed${{seed}}.json", "features",
-              "reprozoo/engine.py", "reprozoo/tune.py"],
-             [f"{R}/tune/{M}/trials.csv", f"{R}/tune/{M}/best.json"]),
-    "train": ({"dataset": "${datasets}", "model": "MODELS", "seed": "${seeds}"},
-              f"train --dataset {D} --model {M} --seed {S} --threads 0", f"logs/{D}/train/{M}/seed{S}.log",
-              [f"{R}/config/model-{M}.json", f"{R}/data.npz", f"{R}/split-seed${{seed}}.json",
-               f"{R}/tune/{M}/best.json", "features", "reprozoo/engine.py", "reprozoo/train.py"],
-              [f"{R}/train/{M}/seed{S}/{f}" for f in ("weights.pt", "history.csv", "run.json")]),
-    "evaluate": ({"dataset": "${datasets}", "model": "MODELS", "seed": "${seeds}"},
-                 f"evaluate --dataset {D} --model {M} --seed {S} --threads 0", f"logs/{D}/evaluate/{M}/seed{S}.log",
-                 [f"{R}/config/evaluate-{M}.json", f"{R}/data.npz", f"{R}/train/{M}/seed{S}/weights.pt", "features",
-                  "reprozoo/engine.py", "reprozoo/evaluate.py"],
-                 [f"{R}/eval/{M}/seed{S}/{f}" for f in ("metrics.json", "confusion.csv", "predictions.csv")]),
-    "attention": ({"dataset": "${datasets}", "model": "${attention_models}"}, f"attention --dataset {D} --model {M}",
-                  f"logs/{D}/attention/{M}.log",
-                  [f"{R}/config/model-{M}.json", f"{R}/data.npz", f"{R}/train/{M}/seed${{seed}}/weights.pt",
-                   "reprozoo/attention.py"], [f"{R}/report/models/attention_{M}.{x}" for x in ("png", "pdf")]),
-    "samples": ({"dataset": "${datasets}", "model": "${samples_models}"}, f"samples --dataset {D} --model {M}",
-                f"logs/{D}/samples/{M}.log",
-                [f"{R}/config/model-{M}.json", f"{R}/data.npz", f"{R}/train/{M}/seed${{seed}}/weights.pt",
-                 f"{R}/train/{M}/seed${{seed}}/history.csv", "reprozoo/samples.py"],
-                [f"{R}/report/models/samples_{M}.{x}" for x in ("png", "pdf")]),
-    # the report reads files of every run: it depends on their folders, and writes its figures as one
-    "report": ({"dataset": "${datasets}"}, f"report --dataset {D}", f"logs/{D}/report.log",
-               [f"{R}/config/report.json", f"{R}/tune", f"{R}/train", f"{R}/eval", "results/verify",
-                "reprozoo/report.py", "reprozoo/stats.py"],
-               [f"{R}/report/{f}" for f in ("comparison.csv", "comparison.md", "verdicts.csv", "claims.csv",
-                                            "ablations.csv", "verification.csv", "figures")]),
-}
-# Plots: each run's confusion matrix (evaluate) and tuning trials (tune); at the top level, each
-# run's loss curves and one chart of every model's test accuracy per epoch.
-STAGE_PLOTS = {
-    "evaluate": (f"{R}/eval/{M}/seed{S}/predictions.csv", {"template": "confusion", "x": "predicted", "y": "actual"}),
-    "tune": (f"{R}/tune/{M}/trials.csv", {"template": "scatter", "x": "lr", "y": "best_val_loss"}),
-}
-SUMMARY = f"{R}/report/summary.json"
+# A stage's paths: PATHS with ${item.<name>} for the stage's names, ${seed} for the study's seed.
+STUDY = {"seed": "${seed}"}
+# Outputs that DVC shows as plots (each run's confusion matrix, its tuning trials), and as metrics.
+PLOTS = {"predictions": {"template": "confusion", "x": "predicted", "y": "actual"},
+         "trials": {"template": "scatter", "x": "lr", "y": "best_val_loss"}}
+METRICS = ("summary",)
 
 
-def _stage(rule: str, models: str | None = None, backbone: str | None = None) -> dict:
-    matrix, command, log, deps, outs = RULES[rule]
-    matrix = {k: models if v == "MODELS" else v for k, v in matrix.items()}
-    features = f"{R}/features/{backbone}.pt"
-    stage = {"matrix": Flow(matrix),
-             "cmd": f"python -m reprozoo {command} --log {log}",
-             "deps": [features if d == "features" else d for d in deps if d != "features" or backbone]}
-    if rule in STAGE_PLOTS:
-        plot, props = STAGE_PLOTS[rule]
-        stage["outs"] = [o for o in outs if o != plot]
-        stage["plots"] = [Flow({plot: Flow(props)})]
-    else:
-        stage["outs"] = list(outs)
-    if rule == "report":
-        stage["metrics"] = [SUMMARY]
-    return stage
+def _fill(pattern: str, stage: Stage, backbone: str | None = None, study_seed: bool = False) -> str:
+    values = {**STUDY, "backbone": backbone, **{n: f"${{item.{n}}}" for n in stage.names}}
+    return pattern.format(**{**values, **(STUDY if study_seed else {})})
+
+
+def _study_seed_only(name: str) -> bool:
+    """A file made for the study's seed alone (the split): every run reads that one, whatever its own seed."""
+    return any(name in s.outputs and "seed" in s.names and "model" not in s.names for s in STAGES.values())
+
+
+def _folder(name: str, stage: Stage) -> str:
+    """The folder of a file the stage reads for every run (results/{dataset}/eval for metrics.json)."""
+    pattern = PATHS[name]
+    return _fill(pattern[:pattern.index("{model}")].rstrip("/"), stage)
+
+
+def _matrix(name: str, stage: Stage, models: str) -> dict:
+    """What the stage runs for: the run's datasets, backbones and models; every seed for a per-run stage
+    (train, evaluate), the study's seed for the split every model tunes and trains on."""
+    values = {"dataset": "${datasets}", "backbone": "${backbones}", "model": models,
+              "seed": "${seeds}" if "model" in stage.names else ["${seed}"]}
+    return {n: values[n] for n in stage.names}
+
+
+def _stage(name: str, models: str | None = None, backbone: str | None = None) -> dict:
+    stage = STAGES[name]
+    log = _fill(log_of(name), stage)
+    command = [name, *(f"--{n} ${{item.{n}}}" for n in stage.names), *(["--threads 0"] * stage.compute)]
+    deps = [_fill(PATHS[stage.section], stage)]
+    deps += [_fill(PATHS[f], stage, backbone, _study_seed_only(f)) for f in stage.inputs if f != "features" or backbone]
+    deps += list(dict.fromkeys(_folder(f, stage) for f in stage.each_run + stage.each_model))
+    deps += [f"reprozoo/{c}" for c in stage.code]
+    outs = []
+    for f in stage.outputs:
+        if f.endswith("_plot"):  # a figure, with its PDF twin; a stage over every run writes its figures as a folder
+            png = _fill(PATHS[f], stage)
+            outs += [os.path.dirname(png)] if stage.each_run else [png, pdf_twin(png)]
+        elif f not in PLOTS and f not in METRICS:
+            outs.append(_fill(PATHS[f], stage))
+    result = {"matrix": Flow(_matrix(name, stage, models)),
+              "cmd": f"python -m reprozoo {' '.join(command)} --log {log}", "deps": deps, "outs": outs}
+    if plots := [Flow({_fill(PATHS[f], stage): Flow(PLOTS[f])}) for f in stage.outputs if f in PLOTS]:
+        result["plots"] = plots
+    if metrics := [_fill(PATHS[f], stage) for f in stage.outputs if f in METRICS]:
+        result["metrics"] = metrics
+    return result
 
 
 def render(overrides: list[str]) -> str:
@@ -120,8 +102,8 @@ def render(overrides: list[str]) -> str:
     models = run_models(cfg)
     backbone = {m: cfg["models"][m].get("backbone") for m in models}
     probes = {b: [m for m in models if backbone[m] == b] for b in dict.fromkeys(filter(None, backbone.values()))}
-    figures = {f: [m for m in models if cfg["models"][m]["arch"] in architectures_declaring(f)]
-               for f in ("attention", "samples")}
+    figures = {name: [m for m in models if cfg["models"][m]["arch"] in architectures_declaring(name)]
+               for name, stage in STAGES.items() if stage.only_declaring}
     var = {"datasets": cfg["run"]["datasets"], "seed": cfg["seed"], "seeds": seeds(cfg), "all_models": models,
            "models": [m for m in models if not backbone[m]]}
     var.update({"backbones": list(probes), "probes": Flow(probes)} if probes else {})
@@ -137,24 +119,28 @@ def render(overrides: list[str]) -> str:
         "deps": [schema, "reprozoo/models", *folders],
         "params": [Flow({c: []}) for c in configs] + [Flow({EXPERIMENTS: []})],
         "outs": [Flow({d: Flow(persist=True)}) for d in ["results/config", *(f"results/{x}/config" for x in var["datasets"])]]}}
-    for rule in RULES:
-        if rule in ("tune", "train", "evaluate"):
+    for name, stage in STAGES.items():
+        if "model" not in stage.names:
+            if all(var.get(f"{n}s") for n in stage.names if n != "seed"):  # cache-features: when a model has a backbone
+                stages[rule_of(name)] = _stage(name)
+        elif stage.only_declaring:
+            if var.get(f"{name}_models"):
+                stages[rule_of(name)] = _stage(name, f"${{{name}_models}}")
+        elif "features" in stage.optional:  # a model with a frozen backbone reads its features: a group per backbone
             if var["models"]:
-                stages[rule] = _stage(rule, "${models}")
+                stages[rule_of(name)] = _stage(name, "${models}")
             for b in probes:
-                stages[f"{rule}-{b}"] = _stage(rule, f"${{probes.{b}}}", b)
-        elif rule == "cache_features" and not probes or rule in ("attention", "samples") and not figures[rule]:
-            continue
+                stages[f"{rule_of(name)}-{b}"] = _stage(name, f"${{probes.{b}}}", b)
         else:
-            stages[rule] = _stage(rule)
+            stages[rule_of(name)] = _stage(name, "${all_models}")
     plots = []
     for d in var["datasets"]:
-        history = {(m, s): f"results/{d}/train/{m}/seed{s}/history.csv" for m in models for s in var["seeds"]}
+        history = {(m, s): PATHS["history"].format(dataset=d, model=m, seed=s) for m in models for s in var["seeds"]}
         plots.append({f"{d}/accuracy": {"x": "epoch", "y": {path: "test_accuracy" for path in history.values()}}})
         plots += [{f"{d}/{m}/loss": Flow(x="epoch", y=Flow({path: ["train_loss", "test_loss"]}))}
                   for (m, s), path in history.items()]
     command = " ".join(["python -m reprozoo dvc-yaml", *(f"--configfile {o}" for o in overrides)])
-    header = (f"# Generated by `{command}` from config.yaml and rules/*.smk: do not edit (docs/dvc.md).\n"
+    header = (f"# Generated by `{command}` from config.yaml and reprozoo/stages.py: do not edit (docs/dvc.md).\n"
               f"{CONFIG_LINE}{' + '.join(configs)}\n")
     body = yaml.dump({"vars": [var], "stages": stages, "plots": plots}, Dumper=_Dumper, sort_keys=False,
                      width=10_000)

@@ -9,9 +9,10 @@ its other options. The CLI (reprozoo/cli.py) is built from them; the rules (rule
 same PATHS entries, and tests/test_stages_declared.py checks that each rule's files are the
 ones its command reads and writes.
 
-Adding a per-model stage that feeds the report: its module (reprozoo/<stage>.py), its entry and
-output path here, its rule in rules/report.smk (with the report's new input), the report's use of
-the file in reprozoo/report.py.
+Adding a per-model stage that feeds the report takes three files: its module
+(reprozoo/<stage>.py), its output path and declaration here, and its rule in rules/report.smk. The
+rest follows from the declaration: the CLI, its jobs in the default target when no other stage
+reads its output (rules/common.smk), and its dvc.yaml stage (reprozoo/dvc.py). docs/cli.md says how.
 
 This module imports neither torch nor Snakemake: the Snakefile reads it at parse time.
 """
@@ -91,6 +92,8 @@ class Stage(NamedTuple):
     each_model: tuple[str, ...] = ()  # report: inputs with one path per model
     options: dict[str, Option] = {}
     compute: bool = False             # --device, --threads
+    code: tuple[str, ...] = ()        # files of the package whose edits rerun its jobs (the rule's `code` input)
+    only_declaring: bool = False      # only for models whose registry entry declares it (attention, samples)
 
     def files(self) -> tuple[str, ...]:
         return self.inputs + self.each_run + self.each_model + self.outputs
@@ -101,37 +104,55 @@ STAGES: dict[str, Stage] = {
     "download": Stage("reprozoo.data:download", "fetch (cifar10) or check (digits, imagefolder) raw data",
                       "dataset_cfg", ("dataset",), outputs=("manifest",)),
     "prepare": Stage("reprozoo.data:prepare", "raw data -> one uint8 array file (data.npz)", "dataset_cfg",
-                     ("dataset",), inputs=("manifest",), outputs=("data",)),
+                     ("dataset",), inputs=("manifest",), outputs=("data",), code=("data.py",)),
     "split": Stage("reprozoo.data:write_split", "the study's seeded tuning split as index lists + checksum",
                    "split_cfg", ("dataset", "seed"), inputs=("data",), outputs=("split",)),
     "cache-features": Stage("reprozoo.features:cache_features",
                             "run a frozen backbone once over a dataset; store fp16 features", "backbone_cfg",
-                            ("dataset", "backbone"), inputs=("data",), outputs=("features",), compute=True),
+                            ("dataset", "backbone"), inputs=("data",), outputs=("features",), compute=True,
+                            code=("features.py", "models/pretrained.py")),
     "verify": Stage("reprozoo.verify:verify", "module-level checks of one model (no data): stats, gradients, references",
-                    "verify_cfg", MODEL, outputs=("verify",)),
+                    "verify_cfg", MODEL, outputs=("verify",), code=("engine.py", "verify.py")),
     "tune": Stage("reprozoo.tune:tune", "hyperopt TPE over lr (or the paper's lr/epochs)", "model_cfg", DATA_MODEL,
                   inputs=("data", "split", "features"), outputs=("trials", "best"), optional=("features",),
-                  compute=True),
+                  compute=True, code=("engine.py", "tune.py")),
     "train": Stage("reprozoo.train:train", "final training on the full training set", "model_cfg", RUN,
                    inputs=("data", "split", "best", "features"), outputs=("weights", "history", "run"),
-                   optional=("features",), compute=True),
+                   optional=("features",), compute=True, code=("engine.py", "train.py")),
     "evaluate": Stage("reprozoo.evaluate:evaluate", "test metrics, per-class accuracy, confusion matrix",
                       "evaluate_cfg", RUN, inputs=("data", "weights", "features"),
                       outputs=("metrics", "confusion", "predictions"), optional=("features", "predictions"),
-                      compute=True),
+                      compute=True, code=("engine.py", "evaluate.py")),
     "attention": Stage("reprozoo.attention:attention_figure",
                        "class-token attention maps per layer of a trained ViT (one test image)", "model_cfg", DATA_MODEL,
-                       inputs=("data", "weights"), outputs=("attention_plot",),
-                       options={"index": Option("which test image (default: the first)", int, 0)}),
+                       inputs=("data", "weights"), outputs=("attention_plot",), code=("attention.py",),
+                       only_declaring=True, options={"index": Option("which test image (default: the first)", int, 0)}),
     "samples": Stage("reprozoo.samples:samples_figure",
                      "sample grid (+ reconstructions or G/D losses) of a trained vae or acgan", "model_cfg", DATA_MODEL,
-                     inputs=("data", "weights", "history"), outputs=("samples_plot",)),
+                     inputs=("data", "weights", "history"), outputs=("samples_plot",), code=("samples.py",),
+                     only_declaring=True),
     "report": Stage("reprozoo.report:report", "comparison table (CSV + Markdown) and figures", "report_cfg",
                     ("dataset",), each_run=("metrics", "run", "best", "history", "confusion", "predictions"),
                     each_model=("verify",), optional=("predictions",),
                     outputs=("table_csv", "table_md", "verdicts", "claims", "ablation_table", "verification_table",
-                             "summary", "accuracy_plot")),  # the other figures go beside the accuracy chart
+                             "summary", "accuracy_plot"),  # the other figures go beside the accuracy chart
+                    code=("report.py", "stats.py")),
 }
+
+
+def rule_of(name: str) -> str:
+    """A stage's rule: `cache-features` runs in `rule cache_features`."""
+    return name.replace("-", "_")
+
+
+def log_of(name: str) -> str:
+    """A stage's log, as its rule names it: logs/[{dataset}/]<rule>[/{model} or /{backbone}][/seed{seed}].log."""
+    names = STAGES[name].names
+    parts = ["logs", *(["{dataset}"] if "dataset" in names else []), rule_of(name)]
+    parts += [f"{{{n}}}" for n in ("model", "backbone") if n in names] + (["seed{seed}"] if "seed" in names else [])
+    return "/".join(parts) + ".log"
+
+
 # The section a stage may be given as JSON instead of a file (`--model-json`), and its argument.
 JSON_SECTIONS = {"dataset_cfg": ("dataset", "dataset"), "backbone_cfg": ("backbone", "spec"),
                  "model_cfg": ("model", "cfg"), "evaluate_cfg": ("model", "cfg"), "verify_cfg": ("model", "cfg")}

@@ -14,7 +14,7 @@ from reprozoo.config import ConfigError, expand_ablations, run_models, validate_
 from reprozoo.io import pdf_twin
 from reprozoo.models.sources import architectures_declaring
 from reprozoo.sections import write_sections
-from reprozoo.stages import PATHS
+from reprozoo.stages import PATHS, STAGES
 
 try:
     config.update(with_experiments(config, missing_ok=True))  # params.yaml: DVC experiments' layer, if any
@@ -30,9 +30,13 @@ except ConfigError as e:
 DATASETS = config["run"]["datasets"]
 MODELS = run_models(config)
 SEEDS = [config["seed"] + i for i in range(config.get("repeats", 1))]  # repeats: seed, seed+1, ...
-# figures a model's registry entry declares (reprozoo/models/): attention maps, sample grids
-ATTENTION_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring("attention")]
-SAMPLES_MODELS = [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring("samples")]
+# The models a stage declared `only_declaring` runs for (attention maps, sample grids): those whose
+# registry entry declares it (reprozoo/models/).
+DECLARING = {
+    name: [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring(name)]
+    for name, stage in STAGES.items()
+    if stage.only_declaring
+}
 
 
 def job_threads():
@@ -86,15 +90,20 @@ def per_run(name):
     ]
 
 
-def all_reports():
-    figures = (
-        expand(PATHS["accuracy_plot"], dataset=DATASETS)
-        + expand([PATHS["curves"], PATHS["confusion_plot"]], dataset=DATASETS, model=MODELS)
-        + expand(PATHS["attention_plot"], dataset=DATASETS, model=ATTENTION_MODELS)
-        + expand(PATHS["samples_plot"], dataset=DATASETS, model=SAMPLES_MODELS)
-    )
-    tables = expand([PATHS["table_csv"], PATHS["table_md"]], dataset=DATASETS)
-    return tables + figures + [pdf_twin(f) for f in figures]
+def default_targets():
+    """rule all's input: one output of every job whose files no other job reads, from the stage
+    declarations (reprozoo/stages.py): each dataset's report, and the per-model stages that only
+    add to it (attention maps, sample grids, or a new one); the report asks for everything else."""
+    read = {f for stage in STAGES.values() for f in stage.inputs + stage.each_run + stage.each_model}
+    values = {"dataset": DATASETS, "seed": SEEDS}
+    return [
+        expand(
+            PATHS[stage.outputs[0]],
+            **{n: DECLARING.get(name, MODELS) if n == "model" else values[n] for n in stage.names},
+        )
+        for name, stage in STAGES.items()
+        if not read & set(stage.outputs)
+    ]
 
 
 # ------------------------------------------------------------------ after DVC ran stages

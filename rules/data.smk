@@ -44,7 +44,7 @@ rule split:
     output:
         split=PATHS["split"],
     log:
-        "logs/{dataset}/split-seed{seed}.log",
+        "logs/{dataset}/split/seed{seed}.log",
     conda:
         "../envs/reprozoo.yaml"
     shell:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT, run_cli, run_snakemake
-from reprozoo.config import load_config
+from reprozoo.config import load_config, run_models
 from reprozoo.sections import resolve_model
 
 COPY = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles", "Makefile",
@@ -150,10 +150,15 @@ def test_dvc_plans_the_snakemake_jobs(tmp_path, configs):
     """DVC's own reading of dvc.yaml (matrix stages expanded) has Snakemake's jobs, commands, inputs and outputs:
     the jobs Snakemake's API lists for a dry run, which are those `snakemake -n --forceall` prints. DVC's one stage
     more, `resolve`, writes the section files that Snakemake writes when it reads the Snakefile."""
+    work = copy_workflow(tmp_path)
+    assert_same_jobs(work, configs)
+
+
+def assert_same_jobs(work, configs) -> list[dict]:
+    """Generate dvc.yaml in `work` for `configs` and check that DVC reads from it Snakemake's jobs; return them."""
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
-    work = copy_workflow(tmp_path)
     assert run_cli("dvc-yaml", *(a for c in configs for a in ("--configfile", c)), cwd=work).returncode == 0
     sh(BIN / "dvc", "init", "--no-scm", "-q", cwd=work)
     jobs = json.loads(sh(sys.executable, "tests/snakemake_jobs.py", *configs, cwd=work).stdout)
@@ -183,6 +188,70 @@ def test_dvc_plans_the_snakemake_jobs(tmp_path, configs):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", printed[printed.index("Job stats"):], re.M))
     assert {rule: int(n) for rule, n in counts.items() if rule not in ("all", "total")} == {
         rule: sum(job["rule"] == rule for job in jobs) for rule in {job["rule"] for job in jobs}}
+    return jobs
+
+
+# A per-model stage that feeds the report, as docs/cli.md ("Adding a stage") says to add one: a figure of each
+# model's test errors by class, from its predictions.
+NEW_MODULE = '''"""Each model's test errors by class: the stage added by tests/test_dvc.py."""
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from reprozoo.io import save_figure
+
+
+def errors_figure(cfg, predictions_path, errors_plot_path):
+    predictions = pd.read_csv(predictions_path)
+    wrong = predictions[predictions.actual != predictions.predicted].actual.value_counts().sort_index()
+    fig, ax = plt.subplots()
+    ax.bar(wrong.index.astype(str), wrong.values)
+    ax.set(xlabel="class", ylabel="test errors")
+    save_figure(fig, errors_plot_path)
+'''
+NEW_DECLARATION = '''
+PATHS["errors_plot"] = f"{R}/report/models/errors_{{model}}.png"
+STAGES["errors"] = Stage("reprozoo.errors_figure:errors_figure", "test errors by class of one model", "model_cfg",
+                         DATA_MODEL, inputs=("predictions",), outputs=("errors_plot",), code=("errors_figure.py",))
+'''
+NEW_RULE = '''
+
+rule errors:
+    """Test errors by class of one trained model."""
+    input:
+        cfg=PATHS["model_cfg"],
+        predictions=study_run("predictions"),
+        code=src("errors_figure.py"),
+    output:
+        errors_plot=PATHS["errors_plot"],
+        pdf=pdf_twin(PATHS["errors_plot"]),
+    log:
+        "logs/{dataset}/errors/{model}.log",
+    shell:
+        "python -m reprozoo errors --dataset {wildcards.dataset} --model {wildcards.model} --log {log}"
+'''
+
+
+def test_a_new_per_model_stage_takes_three_files(tmp_path):
+    """Its module, its declaration in reprozoo/stages.py and its rule in rules/report.smk are all it takes: Snakemake
+    runs it for every model by default, DVC plans the same jobs, and the CLI runs it with names only."""
+    work = copy_workflow(tmp_path)
+    (work / "reprozoo" / "errors_figure.py").write_text(NEW_MODULE)  # a file of the copy only
+    with open(work / "reprozoo/stages.py", "a") as f:
+        f.write(NEW_DECLARATION)
+    with open(work / "rules/report.smk", "a") as f:
+        f.write(NEW_RULE)
+    models = run_models(load_config(ROOT / "config.yaml", ROOT / "tests/tiny.yaml"))
+    jobs = assert_same_jobs(work, ["tests/tiny.yaml"])
+    assert sorted(job["wildcards"]["model"] for job in jobs if job["rule"] == "errors") == sorted(models)
+    assert "errors" in (work / "dvc.yaml").read_text()
+
+    predictions = work / "results/digits/eval/mlp/seed3407/predictions.csv"  # what evaluate writes
+    predictions.parent.mkdir(parents=True)
+    predictions.write_text("actual,predicted,loss\n0,0,0.1\n1,7,2.3\n7,1,1.9\n7,7,0.2\n")
+    result = run_cli("errors", "--dataset", "digits", "--model", "mlp", cwd=work)  # the section file of the dry run
+    assert result.returncode == 0, result.stderr
+    assert (work / "results/digits/report/models/errors_mlp.png").stat().st_size > 0
+    assert (work / "results/digits/report/models/errors_mlp.pdf").stat().st_size > 0
 
 
 def test_section_files_hold_what_snakemake_resolves(tmp_path):

@@ -23,7 +23,7 @@ def test_a_failing_job_leaves_its_error_warnings_and_progress_in_its_log(tmp_pat
     assert error in first.stderr and "reprozoo.tune" not in first.stderr  # on the terminal: the reason alone
     assert log.count("WARNING") == 2                       # one warning per failed trial (the logger)
     assert "tune.lr_log_range" in log                      # ... with what to change
-    for stage in ("download", "prepare", "split-seed3407"):  # the jobs that worked logged too
+    for stage in ("download", "prepare", "split/seed3407"):  # the jobs that worked logged too
         assert (work / f"logs/digits/{stage}.log").stat().st_size > 0, stage
 
     second = run_snakemake(TARGET, "--cores", "1", "--configfile", diverge, cwd=work)

@@ -212,7 +212,7 @@ def test_a_failing_rule_gives_the_path_of_its_slurm_log(cluster, rerun_copy):
     error = re.search(r"^Error in rule split:\n(?:    .*\n)+", output, re.M)
     assert error, output[-4000:]
     assert f"SLURM-job '{jobid}' failed, SLURM status is: 'FAILED'" in error.group(0)
-    assert re.search(rf"^    log: logs/digits/split-seed3407\.log, {re.escape(log)} ", error.group(0), re.M)
+    assert re.search(rf"^    log: logs/digits/split/seed3407\.log, {re.escape(log)} ", error.group(0), re.M)
     assert log == str(rerun_copy / ".snakemake/slurm_logs/rule_split/digits_3407" / f"{jobid}.log")
     text = open(log).read()  # the log holds what went wrong in the job
     assert "python -m reprozoo split" in text and "(command exited with non-zero exit code)" in text

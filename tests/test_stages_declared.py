@@ -18,7 +18,7 @@ from conftest import ROOT, copy_workflow
 from reprozoo import cli
 from reprozoo.config import load_config
 from reprozoo.sections import TRACKS, section_files
-from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES
+from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, log_of
 
 
 def _section_of(stage, files: dict) -> dict:
@@ -32,6 +32,7 @@ def test_the_function_takes_what_the_declaration_and_its_section_file_give(name)
     stage = STAGES[name]
     assert set(stage.files()) <= set(PATHS) and set(stage.optional) <= set(stage.files())
     assert stage.section in PATHS and set(stage.names) <= {"dataset", "model", "backbone", "seed"}
+    assert all((ROOT / "reprozoo" / c).is_file() for c in stage.code)
     module, function = stage.run.split(":")
     params = inspect.signature(getattr(importlib.import_module(module), function)).parameters
     section = _section_of(stage, section_files(load_config(ROOT / "config.yaml", ROOT / "config/demo.yaml")))
@@ -74,5 +75,7 @@ def test_every_rule_declares_the_files_its_command_reads_and_writes(demo_jobs, m
         read = {section} | {p for f in stage.files() if f not in stage.outputs for p in paths[f]}
         code = {f for f in job["input"] if f.endswith(".py")}
         assert set(job["input"]) - code == read, job["rule"]
+        assert code == {f"reprozoo/{c}" for c in stage.code}, job["rule"]  # dvc.yaml's code deps come from these
+        assert argv[-1] == log_of(args.stage).format(**job["wildcards"]), job["rule"]
         assert {p for f in stage.outputs for p in paths[f]} <= set(job["output"]), job["rule"]
         assert "{" not in job["cmd"] and len(job["cmd"]) < 200  # no config JSON, no list of files
