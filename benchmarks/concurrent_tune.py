@@ -32,7 +32,7 @@ import torch  # noqa: E402
 import reprozoo.trials as concurrent  # noqa: E402
 from reprozoo.config import deep_merge, load_config  # noqa: E402
 from reprozoo.sections import resolve_model  # noqa: E402
-from reprozoo.data import prepare, write_split  # noqa: E402
+from reprozoo.prepare import prepare, write_split  # noqa: E402
 from reprozoo.engine import pick_device  # noqa: E402
 from reprozoo.tune import tune  # noqa: E402
 

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from reprozoo.data import _prepare_digits
+from reprozoo.prepare import _prepare_digits
 from reprozoo.engine import Normalize, Runner, Tensors, fit, pick_device, seed_everything
 from reprozoo.models import create_model
 from reprozoo.models.pretrained import FrozenProbe, create_backbone, extract

@@ -101,11 +101,11 @@ class Stage(NamedTuple):
 
 MODEL, DATA_MODEL, RUN = ("model",), ("dataset", "model"), ("dataset", "model", "seed")
 STAGES: dict[str, Stage] = {
-    "download": Stage("reprozoo.data:download", "fetch (cifar10) or check (digits, imagefolder) raw data",
+    "download": Stage("reprozoo.prepare:download", "fetch (cifar10) or check (digits, imagefolder) raw data",
                       "dataset_cfg", ("dataset",), outputs=("manifest",)),
-    "prepare": Stage("reprozoo.data:prepare", "raw data -> one uint8 array file (data.npz)", "dataset_cfg",
-                     ("dataset",), inputs=("manifest",), outputs=("data",), code=("data.py",)),
-    "split": Stage("reprozoo.data:write_split", "the study's seeded tuning split as index lists + checksum",
+    "prepare": Stage("reprozoo.prepare:prepare", "raw data -> one uint8 array file (data.npz)", "dataset_cfg",
+                     ("dataset",), inputs=("manifest",), outputs=("data",), code=("prepare.py", "data.py")),
+    "split": Stage("reprozoo.prepare:write_split", "the study's seeded tuning split as index lists + checksum",
                    "split_cfg", ("dataset", "seed"), inputs=("data",), outputs=("split",)),
     "cache-features": Stage("reprozoo.features:cache_features",
                             "run a frozen backbone once over a dataset; store fp16 features", "backbone_cfg",

@@ -25,7 +25,7 @@ rule prepare:
     input:
         cfg=PATHS["dataset_cfg"],
         manifest=PATHS["manifest"],
-        code=src("data.py"),
+        code=[src("prepare.py"), src("data.py")],
     output:
         data=PATHS["data"],
     log:

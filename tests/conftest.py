@@ -64,7 +64,7 @@ def tiny_model_cfg(cfg: dict, name: str, **overrides) -> dict:
 
 @pytest.fixture(scope="session")
 def digits_npz(tmp_path_factory) -> Path:
-    from reprozoo.data import prepare
+    from reprozoo.prepare import prepare
 
     path = tmp_path_factory.mktemp("digits") / "data.npz"
     prepare({"name": "digits", "kind": "digits", "image_size": 32}, path)
@@ -73,7 +73,7 @@ def digits_npz(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_split(digits_npz) -> Path:
-    from reprozoo.data import write_split
+    from reprozoo.prepare import write_split
 
     path = digits_npz.parent / "split-seed3407.json"
     write_split(digits_npz, path, 3407, 0.2, 0.2)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_cifar_archive, write_imagefolder
-from reprozoo.data import DataError, download, load_arrays, make_split, prepare, read_split, write_split
+from reprozoo.data import DataError, load_arrays, read_split
+from reprozoo.prepare import download, make_split, prepare, write_split
 
 
 def test_digits_are_32px_rgb_uint8(digits_npz):

@@ -23,7 +23,8 @@ import yaml
 
 from conftest import (BIN, ROOT, copy_workflow, one_line_error, run_cli, run_snakemake, split_section,
                       write_imagefolder)
-from reprozoo.data import DataError, download, load_arrays, prepare, read_imagefolder, tree_fingerprint
+from reprozoo.data import DataError, load_arrays, read_imagefolder, tree_fingerprint
+from reprozoo.prepare import download, prepare
 
 # Every shell metacharacter the issue names: spaces, both quotes, `;`, `$()`, backticks (+ braces).
 NASTY = "x y; touch INJECTED_1; $(touch INJECTED_2) `touch INJECTED_3` 'q\" {z}"

@@ -184,7 +184,7 @@ def test_only_a_journal_of_the_same_inputs_is_replayed(demo_cfg, digits_npz, dig
                                                        written_for):
     """A journal that claims trial 1 reached val loss 1e-4: replayed (best is trial 1, not
     trained) only when its fingerprint is this tune's; otherwise every trial trains."""
-    from reprozoo.data import write_split
+    from reprozoo.prepare import write_split
 
     cfg = mlp(demo_cfg, max_evals=2, max_epochs=2, patience=2)
     other_split = tmp_path / "split-seed1.json"

@@ -157,7 +157,7 @@ def test_cached_features_equal_running_the_backbone_every_batch(tiny_images, tmp
 
 
 def test_probe_stages_read_only_features(demo_cfg, tiny_images, tmp_path, monkeypatch):
-    from reprozoo.data import write_split
+    from reprozoo.prepare import write_split
     from reprozoo.evaluate import evaluate
     from reprozoo.train import train
     from reprozoo.tune import tune
