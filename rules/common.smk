@@ -91,9 +91,10 @@ def per_run(name):
 
 
 def default_targets():
-    """rule all's input: one output of every job whose files no other job reads, from the stage
-    declarations (reprozoo/stages.py): each dataset's report, and the per-model stages that only
-    add to it (attention maps, sample grids, or a new one); the report asks for everything else."""
+    """The default target's files: one output of every job whose files no other job reads, from
+    the stage declarations (reprozoo/stages.py). That is each dataset's report, and each per-model
+    stage that only adds to it (attention maps, sample grids, or a new one); the report asks for
+    everything else."""
     read = {f for stage in STAGES.values() for f in stage.inputs + stage.each_run + stage.each_model}
     values = {"dataset": DATASETS, "seed": SEEDS}
     return [
