@@ -27,7 +27,7 @@ import yaml
 
 from reprozoo.config import EXPERIMENTS, ROOT, SCHEMA_PATH, ConfigError, _read_yaml, load_config, run_models
 from reprozoo.io import pdf_twin
-from reprozoo.models.sources import architectures_declaring
+from reprozoo.models.sources import models_declaring
 from reprozoo.sections import extra_test_folders, image_folders, seeds
 from reprozoo.stages import PATHS, STAGES, Stage, log_of, rule_of
 
@@ -52,9 +52,15 @@ def _fill(pattern: str, stage: Stage, backbone: str | None = None, study_seed: b
     return pattern.format(**{**values, **(STUDY if study_seed else {})})
 
 
+def _for_the_study_seed(stage: Stage) -> bool:
+    """A seeded stage without a model (the split) runs for the study's seed alone: every model tunes and trains
+    on that split, whatever the seed of its own run."""
+    return "seed" in stage.names and "model" not in stage.names
+
+
 def _study_seed_only(name: str) -> bool:
-    """A file made for the study's seed alone (the split): every run reads that one, whatever its own seed."""
-    return any(name in s.outputs and "seed" in s.names and "model" not in s.names for s in STAGES.values())
+    """A file made for the study's seed alone (the split's)."""
+    return any(name in s.outputs and _for_the_study_seed(s) for s in STAGES.values())
 
 
 def _folder(name: str, stage: Stage) -> str:
@@ -65,9 +71,9 @@ def _folder(name: str, stage: Stage) -> str:
 
 def _matrix(name: str, stage: Stage, models: str) -> dict:
     """What the stage runs for: the run's datasets, backbones and models; every seed for a per-run stage
-    (train, evaluate), the study's seed for the split every model tunes and trains on."""
+    (train, evaluate), the study's seed for the split."""
     values = {"dataset": "${datasets}", "backbone": "${backbones}", "model": models,
-              "seed": "${seeds}" if "model" in stage.names else ["${seed}"]}
+              "seed": ["${seed}"] if _for_the_study_seed(stage) else "${seeds}"}
     return {n: values[n] for n in stage.names}
 
 
@@ -102,8 +108,7 @@ def render(overrides: list[str]) -> str:
     models = run_models(cfg)
     backbone = {m: cfg["models"][m].get("backbone") for m in models}
     probes = {b: [m for m in models if backbone[m] == b] for b in dict.fromkeys(filter(None, backbone.values()))}
-    figures = {name: [m for m in models if cfg["models"][m]["arch"] in architectures_declaring(name)]
-               for name, stage in STAGES.items() if stage.only_declaring}
+    figures = {name: models_declaring(name, cfg, models) for name, stage in STAGES.items() if stage.only_declaring}
     var = {"datasets": cfg["run"]["datasets"], "seed": cfg["seed"], "seeds": seeds(cfg), "all_models": models,
            "models": [m for m in models if not backbone[m]]}
     var.update({"backbones": list(probes), "probes": Flow(probes)} if probes else {})

@@ -12,7 +12,7 @@ REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
 from reprozoo.config import ConfigError, expand_ablations, run_models, validate_config, with_experiments
 from reprozoo.io import pdf_twin
-from reprozoo.models.sources import architectures_declaring
+from reprozoo.models.sources import models_declaring
 from reprozoo.sections import write_sections
 from reprozoo.stages import PATHS, STAGES
 
@@ -32,11 +32,7 @@ MODELS = run_models(config)
 SEEDS = [config["seed"] + i for i in range(config.get("repeats", 1))]  # repeats: seed, seed+1, ...
 # The models a stage declared `only_declaring` runs for (attention maps, sample grids): those whose
 # registry entry declares it (reprozoo/models/).
-DECLARING = {
-    name: [m for m in MODELS if config["models"][m]["arch"] in architectures_declaring(name)]
-    for name, stage in STAGES.items()
-    if stage.only_declaring
-}
+DECLARING = {name: models_declaring(name, config, MODELS) for name, stage in STAGES.items() if stage.only_declaring}
 
 
 def job_threads():

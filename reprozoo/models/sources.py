@@ -56,6 +56,12 @@ def architectures_declaring(figure: str) -> set[str]:
     return {name for name, arch in registered_architectures().items() if figure in arch.declares}
 
 
+def models_declaring(figure: str, cfg: dict, models: list[str]) -> list[str]:
+    """The models, of `models` in the config `cfg`, whose architecture declares `figure`: what a stage
+    declared `only_declaring` runs for (reprozoo/stages.py)."""
+    return [m for m in models if cfg["models"][m]["arch"] in architectures_declaring(figure)]
+
+
 def _sibling_imports(path: Path) -> set[Path]:
     """Model modules that `path` imports (`from reprozoo.models.layers import ...`)."""
     deps = set()
