@@ -7,8 +7,8 @@ probe, the features `cache_features` stored (`load_features`).
 An imagefolder's manifest records its content: per class, the number of
 images, their bytes and a sha256 over every image's name and content
 (`scan_tree`). `tree_fingerprint` is the same digest for a whole folder; the
-Snakefile passes it as a `params:` value, so editing, adding or removing an
-image reruns the stages that read it (DVC sees the folders as `deps`).
+section files of the stages that read a folder carry it (reprozoo/sections.py), so
+editing, adding or removing an image reruns those stages (DVC sees the folders as `deps`).
 """
 from __future__ import annotations
 

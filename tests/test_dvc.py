@@ -243,15 +243,16 @@ def test_a_new_per_model_stage_takes_three_files(tmp_path):
     models = run_models(load_config(ROOT / "config.yaml", ROOT / "tests/tiny.yaml"))
     jobs = assert_same_jobs(work, ["tests/tiny.yaml"])
     assert sorted(job["wildcards"]["model"] for job in jobs if job["rule"] == "errors") == sorted(models)
-    assert "errors" in (work / "dvc.yaml").read_text()
+    assert yaml.safe_load((work / "dvc.yaml").read_text())["stages"]["errors"]["matrix"] == {
+        "dataset": "${datasets}", "model": "${all_models}"}  # one DVC stage over every model
 
     predictions = work / "results/digits/eval/mlp/seed3407/predictions.csv"  # what evaluate writes
     predictions.parent.mkdir(parents=True)
     predictions.write_text("actual,predicted,loss\n0,0,0.1\n1,7,2.3\n7,1,1.9\n7,7,0.2\n")
     result = run_cli("errors", "--dataset", "digits", "--model", "mlp", cwd=work)  # the section file of the dry run
     assert result.returncode == 0, result.stderr
-    assert (work / "results/digits/report/models/errors_mlp.png").stat().st_size > 0
-    assert (work / "results/digits/report/models/errors_mlp.pdf").stat().st_size > 0
+    assert (work / "results/digits/report/models/errors_mlp.png").read_bytes()[:4] == b"\x89PNG"
+    assert (work / "results/digits/report/models/errors_mlp.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_section_files_hold_what_snakemake_resolves(tmp_path):
