@@ -47,9 +47,9 @@ def load_config(path: str | Path, *overrides: str | Path, experiments: str | Pat
                 values: dict | None = None) -> dict:
     """Read config.yaml, apply override files in order, then `values` (what `snakemake --config`
     sets), then the experiment file if given, validate, expand ablations: as the Snakefile does."""
-    cfg = _read_yaml(path)
+    cfg = read_yaml(path)
     for override in overrides:
-        cfg = deep_merge(cfg, _read_yaml(override))
+        cfg = deep_merge(cfg, read_yaml(override))
     if values:
         cfg = deep_merge(cfg, values)
     if experiments is not None:
@@ -76,7 +76,7 @@ def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool
     `hparams: paper` trains with) and verifier expectations stay in config.yaml."""
     if missing_ok and not Path(path).is_file():
         return cfg
-    layer = _read_yaml(path)
+    layer = read_yaml(path)
     for name, section in layer.items():
         if name not in cfg.get("models", {}):
             raise ConfigError(f"{path}: '{name}' is no model of the config (it holds one section per model)")
@@ -110,7 +110,8 @@ def run_models(cfg: dict) -> list[str]:
                                    if cfg["ablations"][a]["base"] in cfg["run"]["models"]]
 
 
-def _read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a user's file (a config layer, params.yaml), or one ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path}: not found")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from reprozoo.config import EXPERIMENTS, ROOT, SCHEMA_PATH, ConfigError, _read_yaml, load_config, run_models
+from reprozoo.config import EXPERIMENTS, ROOT, SCHEMA_PATH, ConfigError, load_config, read_yaml, run_models
 from reprozoo.io import pdf_twin
 from reprozoo.models.sources import models_declaring
 from reprozoo.sections import extra_test_folders, image_folders, seeds
@@ -185,13 +185,13 @@ def recorded_overrides(path: Path = DVC_YAML) -> list[str]:
 def missing_sections(overrides: list[str]) -> list[str]:
     """The models of config.yaml + overrides that params.yaml has no section for (all of them, without the file)."""
     cfg = load_config(BASE_CONFIG, *overrides)
-    layer = _read_yaml(EXPERIMENTS) if Path(EXPERIMENTS).is_file() else {}
+    layer = read_yaml(EXPERIMENTS) if Path(EXPERIMENTS).is_file() else {}
     return [m for m in cfg["models"] if m not in cfg.get("ablations", {}) and m not in layer]
 
 
 def add_sections(names: list[str]) -> None:
     """Give params.yaml an empty section for each of `names`, keeping what the others hold (creating the file)."""
-    layer = _read_yaml(EXPERIMENTS) if Path(EXPERIMENTS).is_file() else {}
+    layer = read_yaml(EXPERIMENTS) if Path(EXPERIMENTS).is_file() else {}
     layer.update({name: {} for name in names})
     Path(EXPERIMENTS).write_text(LAYER_HEADER + yaml.safe_dump(layer, sort_keys=False))
 
