@@ -1,11 +1,14 @@
 """The benchmarks as CPU smoke tests: each runs at a tiny size, and the ratios it prints are its own."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from conftest import BIN, ROOT, TINY_MLP, copy_workflow
 
 
 def test_seed_loop_benchmark_prints_images_per_second_and_ratios():
@@ -79,3 +82,56 @@ def test_concurrent_tune_benchmark_times_both_paths_and_checks_their_rows(tmp_pa
     (seq, _), (conc, ratio) = times["sequential"], times["x2"]
     assert (seq - 0.005) / (conc + 0.005) - 0.005 <= ratio <= (seq + 0.005) / (conc - 0.005) + 0.005
     assert re.search(rf"^{re.escape(str(other))} same lrs as sequential: False; ", out.stdout, re.M), out.stdout
+
+
+# A stand-in for nvidia-smi: the card's name, and with -l a sample every 0.1 s of utilisation and memory.
+FAKE_SMI = """#!/usr/bin/env bash
+case "$*" in
+    *-l*) i=0; while :; do echo "2026/12/06 10:00:00.000, $((i * 37 % 101)), $((1000 + 7 * i))"; i=$((i + 1)); sleep 0.1; done;;
+    *name*) echo "Stand-in GPU";;
+esac
+"""
+
+
+@pytest.mark.slow
+def test_gpu_session_reports_the_whole_studys_wall_time_and_the_cards_use(tmp_path):
+    """benchmarks/gpu/session.sh's `tuned` step as a device call runs it, rehearsed on CPU at the smallest
+    size (one model), with a stand-in nvidia-smi: the whole-study line, the utilisation summary of the
+    samples it took, and a second call on the same machine that reports the finished study, not a rerun."""
+    (tmp_path / "wf").mkdir()
+    work = copy_workflow(tmp_path / "wf")
+    shutil.copytree(ROOT / "benchmarks", work / "benchmarks", ignore=shutil.ignore_patterns("measured", "__pycache__"))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text(FAKE_SMI)
+    (fake / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}", "DEVICE": "cpu",
+           "DATASET": "digits", "TUNED_CONFIGS": " ".join(TINY_MLP), "CORES": "2", "GPU_JOBS": "1",
+           "STATE": str(tmp_path / "state")}
+
+    def call(out: Path) -> subprocess.CompletedProcess:
+        out.mkdir()
+        result = subprocess.run(["bash", "benchmarks/gpu/session.sh", "tuned"], cwd=work, env={**env, "OUT": str(out)},
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result
+
+    first = call(tmp_path / "out1")
+    line = re.compile(r"^Whole tuned study, measured: (\d+) min (\d+) s on one Stand-in GPU "
+                      r"\(Snakemake alone: (\d+) s\)$", re.M)
+    whole = line.search((tmp_path / "out1/tuned.txt").read_text())
+    assert whole, first.stdout
+    assert 60 * int(whole[1]) + int(whole[2]) >= int(whole[3]) > 0
+    samples = [row.split(", ") for row in (tmp_path / "out1/gpu-util.csv").read_text().splitlines()]
+    utilisation, memory = [int(s[1]) for s in samples], [int(s[2]) for s in samples]
+    summary = re.search(r"GPU utilisation over this call \((\d+) samples, every 2 s\): mean (\d+)%, max (\d+)%; "
+                        r"memory used at most (\d+) MiB", first.stdout)
+    assert summary and int(summary[1]) == len(samples) > 10, first.stdout
+    assert abs(int(summary[2]) - sum(utilisation) / len(utilisation)) <= 0.5
+    assert (int(summary[3]), int(summary[4])) == (max(utilisation), max(memory))
+    assert summary[0] in (tmp_path / "out1/timings.md").read_text()
+    assert re.search(r"^\| mlp\s+\| tuned", (tmp_path / "out1/timings.md").read_text(), re.M)
+
+    second = call(tmp_path / "out2")  # the machine still warm: the study is not run again
+    assert "the tuned study finished in an earlier call on this machine" in second.stdout
+    assert line.search((tmp_path / "out2/tuned.txt").read_text())[0] == whole[0]

@@ -288,8 +288,12 @@ def test_kill_9_then_make_resume_finishes_the_run(tmp_path):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     incomplete = work / ".snakemake" / "incomplete"
     deadline = time.time() + 300
-    while time.time() < deadline and not (work / "logs/digits/tune").is_dir():
-        time.sleep(0.2)  # wait until a tune job is under way (its log folder exists)
+    # Wait until a tune job is under way: its log folder exists and Snakemake has marked an output
+    # incomplete. The marker, not the folder alone: on a loaded machine the poll can fall between
+    # two jobs, when no output is marked and the kill would leave nothing to resume.
+    while time.time() < deadline and not ((work / "logs/digits/tune").is_dir() and incomplete.is_dir()
+                                          and any(incomplete.iterdir())):
+        time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # a power cut: Snakemake and its jobs die at once
     proc.wait()

@@ -18,10 +18,15 @@
 # `paper` and `tuned` run Snakemake in the background (its own process session), so a run
 # longer than one call goes on while the machine stays warm: call again with the same step at
 # once (the machine is given back 30 s after a call) and it waits for that run, or, on a fresh
-# machine, starts it again. Every call ends by packing the outputs into $OUT (results.tgz,
-# timings.md, snakemake-STEP.log, one STEP.txt per step).
+# machine, starts it again. When a study finishes, its STEP.txt ends with the line
+#   Whole tuned study, measured: M min S s on one <device>
+# counted from the first call on this machine (wheels and data set-up included) to the report.
+# Every call ends by packing the outputs into $OUT (results.tgz, timings.md,
+# snakemake-STEP.log, one STEP.txt per step, and gpu-util.csv: nvidia-smi's utilisation and
+# memory every 2 s over the call, summed up at the end of the output).
 #
 # BUDGET: seconds this call may take (default 560, under the device's 600 s limit).
+# STATE: where the background studies keep their logs and stamps (default /tmp/reprozoo-session).
 # Rehearsal on CPU (small): OUT=/tmp/o DEVICE=cpu DATASET=digits PAPER_CONFIGS=config/demo.yaml \
 #     BENCH_MODELS=mlp SEEDLOOP_ARGS='--models mlp --images 640 --epochs 1 --trials 2' \
 #     PATH=$PWD/.venv/bin:$PATH bash benchmarks/gpu/session.sh check bench seedloop paper
@@ -39,6 +44,16 @@ GPU_JOBS=${GPU_JOBS:-3}   # GPU jobs at a time on the card; each tune job runs i
 
 left() { echo $((BUDGET - SECONDS)); }
 say() { echo "[session $(date -u +%H:%M:%S) +${SECONDS}s] $*"; }
+# What outlives a call on a warm machine: the background studies' logs and stamps, and the clock of
+# the whole-study line, started by the first call on the machine.
+STATE=${STATE:-/tmp/reprozoo-session}
+mkdir -p "$STATE"
+[ -f "$STATE/start" ] || date +%s > "$STATE/start"
+if command -v nvidia-smi >/dev/null; then
+    DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
+else
+    DEVICE_NAME="CPU ($(nproc) cores)"
+fi
 
 # ---------------------------------------------------------------- setup (kept on a warm machine)
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -87,21 +102,31 @@ seedloop() {
 
 study() {  # $1: a name for the run; the rest: config files
     local name=$1; shift
-    local done=/tmp/smk-$name.done
-    if ! pgrep -f "bin/snakemake.*--configfile $*" >/dev/null; then
+    local done=$STATE/smk-$name.done pid=$STATE/smk-$name.pid log=$STATE/smk-$name.log
+    if [ "$(cat "$done" 2>/dev/null)" = 0 ]; then
+        say "the $name study finished in an earlier call on this machine"
+    elif ! { [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; }; then
         # not running: (re)start it; Snakemake skips what an earlier run of this call finished
         rm -f "$done"
         say "starting the $name study"
+        date +%s > "$STATE/smk-$name.start"
         setsid nohup bash -c "(time snakemake ${STUDY_TARGETS:-} --cores $CORES --profile profiles/gpu --resources gpu=$GPU_JOBS \
-            --keep-going --rerun-incomplete --configfile $*) > /tmp/smk-$name.log 2>&1; echo \$? > $done" \
+            --keep-going --rerun-incomplete --configfile $*) > '$log' 2>&1; echo \$? > '$done'" \
             >/dev/null 2>&1 &
+        echo $! > "$pid"
     fi
     while [ ! -f "$done" ] && [ "$(left)" -gt 45 ]; do sleep 5; done
-    cp "/tmp/smk-$name.log" "$OUT/snakemake-$name.log" 2>/dev/null
+    cp "$log" "$OUT/snakemake-$name.log" 2>/dev/null
     if [ -f "$done" ]; then say "$name study finished, exit $(cat "$done")"
     else say "$name study still running: call again with the same step"; fi
-    grep -c "Finished jobid" "/tmp/smk-$name.log" 2>/dev/null | sed 's/^/finished jobs: /'
-    grep -A2 "^Error in rule" "/tmp/smk-$name.log" 2>/dev/null | head -20
+    if [ "$(cat "$done" 2>/dev/null)" = 0 ]; then
+        local finished; finished=$(stat -c %Y "$done")
+        local wall=$((finished - $(cat "$STATE/start")))
+        echo "Whole $name study, measured: $((wall / 60)) min $((wall % 60)) s on one $DEVICE_NAME" \
+             "(Snakemake alone: $((finished - $(cat "$STATE/smk-$name.start"))) s)"
+    fi
+    grep -c "Finished jobid" "$log" 2>/dev/null | sed 's/^/finished jobs: /'
+    grep -A2 "^Error in rule" "$log" 2>/dev/null | head -20
     [ -f "$done" ] && return "$(cat "$done")"   # snakemake's exit; still running: 3
     return 3
 }
@@ -118,6 +143,11 @@ for step in "$@"; do
     case $step in check|bench|seedloop|paper|tuned) ;; *)
         echo "session: unknown step '$step' (steps: check bench seedloop paper tuned)" >&2; exit 2;; esac
 done
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 2 \
+        > "$OUT/gpu-util.csv" 2>/dev/null &
+    SAMPLER=$!
+fi
 for step in "$@"; do
     if [ "$(left)" -lt 60 ]; then say "skipped $step: $(left) s of BUDGET left"; continue; fi
     say "$step"
@@ -125,4 +155,10 @@ for step in "$@"; do
     say "$step: exit ${PIPESTATUS[0]}"
 done
 collect
+if [ -n "${SAMPLER:-}" ]; then
+    kill "$SAMPLER" 2>/dev/null
+    awk -F', *' '$2 ~ /^[0-9]+$/ {n++; sum += $2; if ($2 > most) most = $2; if ($3 > memory) memory = $3}
+        END {if (n) printf "GPU utilisation over this call (%d samples, every 2 s): mean %.0f%%, max %d%%; " \
+             "memory used at most %d MiB\n", n, sum / n, most, memory}' "$OUT/gpu-util.csv" | tee -a "$OUT/timings.md"
+fi
 say "done"
