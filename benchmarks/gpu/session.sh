@@ -40,7 +40,8 @@ TUNED_CONFIGS=${TUNED_CONFIGS:-config/gpu-paper.yaml config/gpu-tuned.yaml}
 DATASET=${DATASET:-cifar10_jpeg}
 CORES=${CORES:-$(nproc)}
 DEVICE=${DEVICE:-cuda}   # cpu: a rehearsal on a machine without a GPU (bench and seedloop)
-GPU_JOBS=${GPU_JOBS:-3}   # GPU jobs at a time on the card; each tune job runs its trials 4 at a time
+GPU_JOBS=${GPU_JOBS:-3}   # GPU jobs at a time on the card; each tune job runs its trials
+                          # REPROZOO_TUNE_WORKERS at a time (reprozoo/trials.py; 4 on a GPU when unset)
 
 left() { echo $((BUDGET - SECONDS)); }
 say() { echo "[session $(date -u +%H:%M:%S) +${SECONDS}s] $*"; }
