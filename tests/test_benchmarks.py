@@ -118,10 +118,10 @@ def test_gpu_session_reports_the_whole_studys_wall_time_and_the_cards_use(tmp_pa
 
     first = call(tmp_path / "out1")
     line = re.compile(r"^Whole tuned study, measured: (\d+) min (\d+) s on one Stand-in GPU "
-                      r"\(Snakemake alone: (\d+) s\)$", re.M)
+                      r"\(set-up (\d+) s, Snakemake (\d+) s\)$", re.M)
     whole = line.search((tmp_path / "out1/tuned.txt").read_text())
     assert whole, first.stdout
-    assert 60 * int(whole[1]) + int(whole[2]) >= int(whole[3]) > 0
+    assert 60 * int(whole[1]) + int(whole[2]) == int(whole[3]) + int(whole[4]) and int(whole[4]) > 0
     samples = [row.split(", ") for row in (tmp_path / "out1/gpu-util.csv").read_text().splitlines()]
     utilisation, memory = [int(s[1]) for s in samples], [int(s[2]) for s in samples]
     summary = re.search(r"GPU utilisation over this call \((\d+) samples, every 2 s\): mean (\d+)%, max (\d+)%; "

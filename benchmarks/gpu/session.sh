@@ -19,8 +19,9 @@
 # longer than one call goes on while the machine stays warm: call again with the same step at
 # once (the machine is given back 30 s after a call) and it waits for that run, or, on a fresh
 # machine, starts it again. When a study finishes, its STEP.txt ends with the line
-#   Whole tuned study, measured: M min S s on one <device>
-# counted from the first call on this machine (wheels and data set-up included) to the report.
+#   Whole tuned study, measured: M min S s on one <device> (set-up X s, Snakemake Y s)
+# the set-up (wheels and data) of the machine's first call plus Snakemake's run to the report;
+# steps run before it in the same call (check, seedloop) do not count.
 # Every call ends by packing the outputs into $OUT (results.tgz, timings.md,
 # snakemake-STEP.log, one STEP.txt per step, and gpu-util.csv: nvidia-smi's utilisation and
 # memory every 2 s over the call, summed up at the end of the output).
@@ -45,11 +46,10 @@ GPU_JOBS=${GPU_JOBS:-3}   # GPU jobs at a time on the card; each tune job runs i
 
 left() { echo $((BUDGET - SECONDS)); }
 say() { echo "[session $(date -u +%H:%M:%S) +${SECONDS}s] $*"; }
-# What outlives a call on a warm machine: the background studies' logs and stamps, and the clock of
-# the whole-study line, started by the first call on the machine.
+# What outlives a call on a warm machine: the background studies' logs and stamps, and the
+# seconds the machine's first call spent on set-up.
 STATE=${STATE:-/tmp/reprozoo-session}
 mkdir -p "$STATE"
-[ -f "$STATE/start" ] || date +%s > "$STATE/start"
 if command -v nvidia-smi >/dev/null; then
     DEVICE_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1)
 else
@@ -74,6 +74,7 @@ command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/pyt
 if [ ! -d resources/cifar10-jpeg ] && [ -f .gpu/cifar10-jpeg.tar.gz ]; then
     mkdir -p resources && tar xzf .gpu/cifar10-jpeg.tar.gz -C resources
 fi
+[ -f "$STATE/setup-seconds" ] || echo "$SECONDS" > "$STATE/setup-seconds"
 
 # ---------------------------------------------------------------- steps
 data() {  # the prepared arrays the benchmarks read (the pipeline's own prepare job)
@@ -121,10 +122,10 @@ study() {  # $1: a name for the run; the rest: config files
     if [ -f "$done" ]; then say "$name study finished, exit $(cat "$done")"
     else say "$name study still running: call again with the same step"; fi
     if [ "$(cat "$done" 2>/dev/null)" = 0 ]; then
-        local finished; finished=$(stat -c %Y "$done")
-        local wall=$((finished - $(cat "$STATE/start")))
-        echo "Whole $name study, measured: $((wall / 60)) min $((wall % 60)) s on one $DEVICE_NAME" \
-             "(Snakemake alone: $((finished - $(cat "$STATE/smk-$name.start"))) s)"
+        local setup run
+        setup=$(cat "$STATE/setup-seconds") run=$(($(stat -c %Y "$done") - $(cat "$STATE/smk-$name.start")))
+        echo "Whole $name study, measured: $(((setup + run) / 60)) min $(((setup + run) % 60)) s on one" \
+             "$DEVICE_NAME (set-up $setup s, Snakemake $run s)"
     fi
     grep -c "Finished jobid" "$log" 2>/dev/null | sed 's/^/finished jobs: /'
     grep -A2 "^Error in rule" "$log" 2>/dev/null | head -20
