@@ -117,7 +117,7 @@ study() {  # $1: a name for the run; the rest: config files
             >/dev/null 2>&1 &
         echo $! > "$pid"
     fi
-    while [ ! -f "$done" ] && [ "$(left)" -gt 45 ]; do sleep 5; done
+    while [ ! -f "$done" ] && [ "$(left)" -gt 45 ]; do sleep 1; done
     cp "$log" "$OUT/snakemake-$name.log" 2>/dev/null
     if [ -f "$done" ]; then say "$name study finished, exit $(cat "$done")"
     else say "$name study still running: call again with the same step"; fi
