@@ -30,7 +30,6 @@ except ConfigError as e:
 DATASETS = config["run"]["datasets"]
 MODELS = run_models(config)
 SEEDS = [config["seed"] + i for i in range(config.get("repeats", 1))]  # repeats: seed, seed+1, ...
-BACKBONES = list(dict.fromkeys(filter(None, (config["models"][m].get("backbone") for m in MODELS))))
 # The models a stage declared `only_declaring` runs for (attention maps, sample grids): those whose
 # registry entry declares it (reprozoo/models/).
 DECLARING = {name: models_declaring(name, config, MODELS) for name, stage in STAGES.items() if stage.only_declaring}
@@ -93,7 +92,7 @@ def default_targets():
     stage that only adds to it (attention maps, sample grids, or a new one); the report asks for
     everything else."""
     read = {f for stage in STAGES.values() for f in stage.inputs + stage.each_run + stage.each_model}
-    values = {"dataset": DATASETS, "backbone": BACKBONES, "seed": SEEDS}
+    values = {"dataset": DATASETS, "seed": SEEDS}
     return [
         expand(
             PATHS[stage.outputs[0]],
