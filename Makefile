@@ -127,6 +127,7 @@ dvc-touch:
 dvc-exp-show:
 	dvc exp show --no-pager --only-changed --drop 'Created|[^:]*/'
 
-## dvc-dag: the pipeline's stages and their order, as a Mermaid graph (fits a terminal, renders on GitHub)
+## dvc-dag: the pipeline's stages in order, drawn as `dvc dag` draws, a matrix as one stage (120 columns);
+## `dvc dag` itself draws every job (docs/dvc.md)
 dvc-dag:
-	dvc dag --mermaid
+	@$(PY) -m reprozoo dvc-dag

@@ -7,7 +7,8 @@ place in the paths table (reprozoo/stages.py); `--weights PATH` and the like ove
 `--config YAML` (repeatable: config.yaml, then overrides) first resolves that config and writes
 its section files, as the Snakefile does (`--experiments params.yaml` is applied when the file
 exists). Tools besides: `resolve` writes the section files, `check-config` validates a
-config, `table` shows a comparison table, `dvc-yaml` writes dvc.yaml.
+config, `table` shows a comparison table, `dvc-yaml` writes dvc.yaml, `dvc-dag` draws its
+stages in order.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", action="append", default=[], metavar="YAML",
                    help="override file(s) on top of config.yaml, as for snakemake (default: the study)")
     p.add_argument("--check", action="store_true", help="write nothing; fail when dvc.yaml is stale")
+    sub.add_parser("dvc-dag", help="draw dvc.yaml's stages in order, a matrix as one stage (`dvc dag` draws each job)")
     for name, stage in STAGES.items():
         _add_stage(sub, name, stage)
     return parser
@@ -175,6 +177,10 @@ def run_tool(args: argparse.Namespace) -> None:
         from reprozoo.config import check_config
 
         return print(check_config(args.config_file, *args.overrides, model=args.model_json))
+    if args.stage == "dvc-dag":
+        from reprozoo.dvc import draw_stage_order
+
+        return print(draw_stage_order())
     from reprozoo.dvc import write_dvc_yaml
 
     print(f"{write_dvc_yaml(args.configfile, check=args.check)}: {'up to date' if args.check else 'written'}")
@@ -218,6 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     if reason is None:
         return 0
     print(reason, file=sys.stderr, flush=True)
-    if terminal is not sys.stderr:
+    if log:  # the log has it; so does the terminal (a library may have rewrapped sys.stderr meanwhile)
         print(reason, file=terminal, flush=True)
     return code

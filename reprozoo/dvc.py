@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from reprozoo.config import EXPERIMENTS, ROOT, SCHEMA_PATH, ConfigError, load_config, read_yaml, run_models
+from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
 from reprozoo.models.sources import models_declaring
 from reprozoo.sections import extra_test_folders, image_folders, seeds
@@ -231,3 +232,41 @@ def write_dvc_yaml(overrides: list[str], check: bool = False) -> Path:
         if page and (not PLOTS_TEMPLATE.is_file() or PLOTS_TEMPLATE.read_text() != page):
             PLOTS_TEMPLATE.write_text(page)
     return path
+
+
+def stage_order(dot: str):
+    """The order of the pipeline's stages from `dvc dag --collapse-foreach-matrix --dot`: one node
+    per stage of dvc.yaml (a matrix is one node), an edge from each stage to those that run right
+    after it. Edges implied by a longer path are dropped (the transitive reduction): every job
+    reads its section file from `resolve`, and those edges alone make DVC's drawing of the
+    collapsed graph several terminals wide."""
+    import networkx as nx
+    import pydot
+
+    parsed = pydot.graph_from_dot_data(dot)
+    if not parsed:
+        raise UserError("dvc dag --dot gave no graph: is dvc.yaml there (make dvc-yaml)?")
+    graph = nx.nx_pydot.from_pydot(parsed[0])
+    reduced = nx.transitive_reduction(graph)
+    ordered = nx.DiGraph()  # sorted: the drawing's layout follows the order it is given
+    ordered.add_nodes_from(sorted(reduced))
+    ordered.add_edges_from(sorted(reduced.edges))
+    return ordered
+
+
+def draw_stage_order() -> str:
+    """The stages of dvc.yaml in order, drawn as `dvc dag` draws (its ASCII layout), first at the
+    top: what `make dvc-dag` prints. `dvc dag` itself draws every model's stages side by side."""
+    import subprocess
+    import sys
+
+    import networkx as nx
+    from dvc.dagascii import draw
+
+    dot = subprocess.run([sys.executable, "-m", "dvc", "dag", "--collapse-foreach-matrix", "--dot"], capture_output=True, text=True)
+    if dot.returncode:
+        raise UserError(f"dvc dag: {(dot.stderr.strip() or 'failed').splitlines()[-1]}")
+    graph = stage_order(dot.stdout)
+    # dvc dag draws its edges from a stage to the stages it needs, and so puts the first at the top.
+    return "\n".join(draw(sorted(part), sorted((b, a) for a, b in graph.subgraph(part).edges))
+                     for part in sorted(nx.weakly_connected_components(graph), key=min))

@@ -19,6 +19,8 @@ import yaml
 
 from conftest import BIN, ROOT, run_cli, run_snakemake
 from reprozoo.config import load_config, run_models
+from reprozoo.dvc import stage_order
+from reprozoo.errors import UserError
 from reprozoo.sections import resolve_model
 
 COPY = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "config", "envs", "profiles", "Makefile",
@@ -375,8 +377,29 @@ def test_metrics_come_from_one_summary_file_and_fit_a_terminal(dvc_repo):
     env = {"COLUMNS": "120"}
     table = sh(BIN / "dvc", "metrics", "show", cwd=work, env=env).stdout
     assert "not_comparable" in table and columns(table) <= 120, table
-    dag = sh(BIN / "dvc", "dag", "--mermaid", cwd=work, env=env).stdout  # the flags docs/dvc.md gives
-    assert "report@digits" in dag and columns(dag) <= 120
+    dag = make("dvc-dag", cwd=work, env={"COLUMNS": "1000"}).stdout
+    assert columns(dag) <= 120 and "@" not in dag, dag  # a matrix is one stage
+    rows = {name: row for row, line in enumerate(dag.splitlines()) for name in re.findall(r"\| (\w+) \|", line)}
+    order = ["resolve", "download", "prepare", "split", "tune", "train", "evaluate", "report"]
+    assert set(rows) == {*order, "verify"} and [rows[n] for n in order] == sorted(rows[n] for n in order), dag
+    assert rows["resolve"] < rows["verify"] < rows["report"]
+    every_job = sh(BIN / "dvc", "dag", "--mermaid", cwd=work, env=env).stdout  # docs/dvc.md: each job, in 120
+    assert "report@digits" in every_job and columns(every_job) <= 120
+
+
+def test_the_stage_order_keeps_the_edges_no_longer_path_implies():
+    dot = 'strict digraph {\n"a";\n"b";\n"c";\n"d";\n"a" -> "b";\n"b" -> "c";\n"a" -> "c";\n}\n'
+    graph = stage_order(dot)
+    assert sorted(graph.edges) == [("a", "b"), ("b", "c")] and sorted(graph) == ["a", "b", "c", "d"]
+    with pytest.raises(UserError, match="no graph"):
+        stage_order("")
+
+
+def test_dvc_dag_outside_a_dvc_repository_is_one_line(tmp_path):
+    result = run_cli("dvc-dag", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("reprozoo dvc-dag: error: dvc dag: ") and "not inside of a DVC repository" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def _find(tree, path):
