@@ -263,7 +263,8 @@ def draw_stage_order() -> str:
     import networkx as nx
     from dvc.dagascii import draw
 
-    dot = subprocess.run([sys.executable, "-m", "dvc", "dag", "--collapse-foreach-matrix", "--dot"], capture_output=True, text=True)
+    dot = subprocess.run([sys.executable, "-m", "dvc", "dag", "--collapse-foreach-matrix", "--dot"],
+                         capture_output=True, text=True)
     if dot.returncode:
         raise UserError(f"dvc dag: {(dot.stderr.strip() or 'failed').splitlines()[-1]}")
     graph = stage_order(dot.stdout)

@@ -398,7 +398,8 @@ def test_the_stage_order_keeps_the_edges_no_longer_path_implies():
 def test_dvc_dag_outside_a_dvc_repository_is_one_line(tmp_path):
     result = run_cli("dvc-dag", cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("reprozoo dvc-dag: error: dvc dag: ") and "not inside of a DVC repository" in result.stderr
+    assert result.stderr.startswith("reprozoo dvc-dag: error: dvc dag: ")
+    assert "not inside of a DVC repository" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
