@@ -240,10 +240,14 @@ def stage_order(dot: str):
     after it. Edges implied by a longer path are dropped (the transitive reduction): every job
     reads its section file from `resolve`, and those edges alone make DVC's drawing of the
     collapsed graph several terminals wide."""
+    import warnings
+
     import networkx as nx
     import pydot
 
-    parsed = pydot.graph_from_dot_data(dot)
+    with warnings.catch_warnings():  # pydot's parser calls pyparsing's deprecated names: not the user's concern
+        warnings.simplefilter("ignore", DeprecationWarning)
+        parsed = pydot.graph_from_dot_data(dot)
     if not parsed:
         raise UserError("dvc dag --dot gave no graph: is dvc.yaml there (make dvc-yaml)?")
     graph = nx.nx_pydot.from_pydot(parsed[0])
