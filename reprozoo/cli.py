@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import importlib
 import inspect
+import json
 import logging
 import os
 import sys
@@ -24,8 +25,9 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from reprozoo import __version__
+from reprozoo import __version__, runlock
 from reprozoo.errors import ConfigError, UserError
+from reprozoo.io import write_text
 from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, Stage, flag
 
 NAMES = {"dataset": "dataset of the paths (results/<dataset>/...)", "model": "model (or ablation) of the config",
@@ -86,15 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve(args: argparse.Namespace) -> int:
-    """Load the config the options name (config.yaml by default) and write its section files."""
+def resolve(args: argparse.Namespace) -> list[str]:
+    """Load the config the options name (config.yaml by default) and write its section files that
+    changed (reprozoo/resolve.py); the paths written."""
     from reprozoo.config import EXPERIMENTS, load_config, parse_json_arg
-    from reprozoo.sections import write_sections
+    from reprozoo.resolve import resolve as write_plan
 
     experiments = args.experiments or (EXPERIMENTS if Path(EXPERIMENTS).is_file() else None)
     values = parse_json_arg(args.set, "--set") if args.set else None
     cfg = load_config(*(args.config or ["config.yaml"]), experiments=experiments, values=values)
-    return len(write_sections(cfg))
+    return write_plan(cfg, "check" if os.environ.get(runlock.RUN_ENV) else "stage")
+
+
+def check_config(args: argparse.Namespace) -> str:
+    """`check-config`: what the DAG build checks (the config, its image trees, every model built once),
+    then the resolved plan, or models.<name> as its stages get it."""
+    from reprozoo.config import load_config, run_models
+    from reprozoo.resolve import check
+    from reprozoo.sections import resolve_model
+
+    cfg = load_config(args.config_file, *args.overrides)
+    if args.model_json:
+        return json.dumps(resolve_model(cfg, args.model_json), indent=2, sort_keys=True)
+    check(cfg)
+    return f"config OK: datasets {cfg['run']['datasets']} x models {run_models(cfg)}"
 
 
 def _section(args: argparse.Namespace, stage: Stage) -> dict:
@@ -105,8 +122,9 @@ def _section(args: argparse.Namespace, stage: Stage) -> dict:
         kind, argument = JSON_SECTIONS[stage.section]
         if getattr(args, f"{kind}_json"):
             return {argument: section_from_json(kind, getattr(args, f"{kind}_json"))}
-    path = getattr(args, stage.section) or _fill(stage.section, vars(args), stage)
-    if args.config or args.experiments or args.set or not Path(path).is_file():
+    given = getattr(args, stage.section)  # a file named on the command line is read as it is
+    path = given or _fill(stage.section, vars(args), stage)
+    if args.config or args.experiments or args.set or not (given or Path(path).is_file()):
         resolve(args)
         if not Path(path).is_file():
             raise ConfigError(f"{path}: not written by the config's run: check the names against its run.datasets, "
@@ -158,6 +176,8 @@ def stage_call(args: argparse.Namespace):
 
 def run_stage(args: argparse.Namespace) -> None:
     run, kwargs = stage_call(args)
+    if not os.environ.get(runlock.RUN_ENV) and _in_results(kwargs.values()):  # not a job of a Snakemake run
+        runlock.begin("stage", {}, write_text)  # shared with other stages; refused beside a run
     if STAGES[args.stage].compute:
         from reprozoo.engine import pick_device
 
@@ -165,18 +185,26 @@ def run_stage(args: argparse.Namespace) -> None:
     run(**kwargs)
 
 
+def _in_results(values) -> bool:
+    """Whether any of these paths (or lists of them) lies in this folder's results/."""
+    results = Path("results").resolve()
+    for value in values:
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, (str, Path)) and results in Path(path).resolve().parents:
+                return True
+    return False
+
+
 def run_tool(args: argparse.Namespace) -> None:
     if args.stage == "resolve":
         written = resolve(args)
-        return print(f"section files: {written} written, the others unchanged")
+        return print(f"section files: {len(written)} written, the others unchanged")
     if args.stage == "table":
         from reprozoo.report import compact_table
 
         return print(compact_table(PATHS["table_csv"].format(dataset=args.dataset)))
     if args.stage == "check-config":
-        from reprozoo.config import check_config
-
-        return print(check_config(args.config_file, *args.overrides, model=args.model_json))
+        return print(check_config(args))
     if args.stage == "dvc-dag":
         from reprozoo.dvc import draw_stage_order
 
@@ -184,6 +212,15 @@ def run_tool(args: argparse.Namespace) -> None:
     from reprozoo.dvc import write_dvc_yaml
 
     print(f"{write_dvc_yaml(args.configfile, check=args.check)}: {'up to date' if args.check else 'written'}")
+
+
+def _after_experiment() -> str:
+    """Under `dvc exp run` (DVC sets DVC_EXP_BASELINE_REV) a failure leaves the experiment's `-S` values in
+    params.yaml, and the next run would fail the same way: say how to put the workspace back."""
+    if not os.environ.get("DVC_EXP_BASELINE_REV"):
+        return ""
+    return " (this experiment's values stay in params.yaml: `git checkout params.yaml dvc.lock && dvc checkout` " \
+           "puts the workspace back)"
 
 
 def log_to(path: str):
@@ -212,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.nullcontext() if log else logging_redirect_tqdm():  # a terminal: bars and lines apart
             run_stage(args) if args.stage in STAGES else run_tool(args)
     except UserError as e:  # every problem a user can fix (reprozoo/errors.py): one line, exit 2
-        reason, code = f"reprozoo {args.stage}: error: {e}", 2
+        reason, code = f"reprozoo {args.stage}: error: {e}{_after_experiment()}", 2
     except KeyboardInterrupt:
         reason, code = f"reprozoo {args.stage}: interrupted (no partial outputs were written)", 130
     except Exception as e:  # a bug: its traceback in the log, its name on the terminal

@@ -58,16 +58,6 @@ def load_config(path: str | Path, *overrides: str | Path, experiments: str | Pat
     return expand_ablations(cfg)
 
 
-def check_config(path: str | Path, *overrides: str | Path, model: str | None = None) -> str:
-    """`check-config`: the resolved plan of a valid config, or models.<model> as its stages get it."""
-    from reprozoo.sections import resolve_model
-
-    cfg = load_config(path, *overrides)
-    if model:
-        return json.dumps(resolve_model(cfg, model), indent=2, sort_keys=True)
-    return f"config OK: datasets {cfg['run']['datasets']} x models {run_models(cfg)}"
-
-
 def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool = False) -> dict:
     """cfg with the experiment file applied: params.yaml holds one section override per model
     (`mlp: {hparams: paper}` merges into models.mlp), the file `dvc exp run -S` edits. Snakemake
@@ -116,8 +106,13 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path}: not found")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply to be a config") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -125,7 +120,38 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path}: not valid YAML{where} ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
+    check_size(data, f"config file {path}")
     return data
+
+
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more (torch takes 2^64 - 1)
+MAX_VALUES = 100_000  # values a config may hold once its YAML aliases are expanded (the study's: about 1,500)
+
+
+def check_size(cfg: dict, what: str = "config") -> None:
+    """Refuse a config whose YAML aliases expand to more values than any config holds: nested anchors
+    multiply (eight levels of ten make 10^8), and every later check would walk them all. Counted once
+    per distinct object (an alias is the same object), so this costs what the file's size does."""
+    sizes: dict[int, int | None] = {}
+
+    def size(value) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        if id(value) not in sizes:
+            sizes[id(value)] = None  # being counted: met again inside itself, it is a cycle
+            items = value.values() if isinstance(value, dict) else value
+            sizes[id(value)] = min(1 + sum(size(v) for v in items), MAX_VALUES + 1)
+        elif sizes[id(value)] is None:
+            raise ConfigError(f"{what}: a YAML alias refers to a value that holds it (a cycle)")
+        return sizes[id(value)]
+
+    try:
+        total = size(cfg)
+    except RecursionError:
+        raise ConfigError(f"{what}: nested too deeply to be a config") from None
+    if total > MAX_VALUES:
+        raise ConfigError(f"{what}: its YAML aliases expand to more than {MAX_VALUES:,} values (nested anchors?); "
+                          "write the values out")
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -199,7 +225,12 @@ def _check_finite(value, key: str) -> None:
 
 def validate_config(cfg: dict) -> None:
     """Schema check plus the cross-references a schema cannot express."""
+    check_size(cfg)
     validate_against(cfg)
+    last_seed = cfg["seed"] + cfg.get("repeats", 1) - 1
+    if last_seed > MAX_SEED:
+        raise ConfigError(f"config key 'seed': runs use seeds {cfg['seed']} to {last_seed} (repeats), and numpy "
+                          f"takes at most {MAX_SEED}")
     for i, name in enumerate(cfg["run"]["datasets"]):
         if name not in cfg["datasets"]:
             raise ConfigError(f"config key 'run.datasets.{i}': unknown dataset '{name}' "

@@ -114,7 +114,7 @@ def render(overrides: list[str]) -> str:
            "models": [m for m in models if not backbone[m]]}
     var.update({"backbones": list(probes), "probes": Flow(probes)} if probes else {})
     var.update({f"{f}_models": found for f, found in figures.items() if found})
-    folders = [f for d in cfg["run"]["datasets"] for f in image_folders(cfg, d)] + extra_test_folders(cfg)
+    folders = [f for d in cfg["run"]["datasets"] for f in image_folders(cfg, d)] + list(extra_test_folders(cfg))
     for folder in folders:
         if "${" in folder:  # DVC would substitute it
             raise ConfigError(f"'{folder}' contains '${{', which DVC would read as a variable; rename that folder")

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, recall_score
 
-from reprozoo.data import DataError, load_arrays, model_inputs, read_imagefolder
+from reprozoo.data import DataError, load_arrays, model_inputs
 from reprozoo.engine import Runner, Tensors
+from reprozoo.images import read_imagefolder
 from reprozoo.io import load_weights, write_csv, write_json
 from reprozoo.models import create_model
 from reprozoo.models.pretrained import backbone_features

@@ -180,14 +180,58 @@ def save_figure(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def read_json(path: str | Path):
+def read_json(path: str | Path, stage: str | None = None):
+    """Strict JSON (no NaN or Infinity, which write_json never writes); a missing, unreadable or
+    malformed file is one line naming it and `stage`, the stage that rewrites it."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: not found (run the stage that writes it first)")
+        raise ArtifactError(f"{path}: not found (run {f'the {stage} stage' if stage else 'the stage that writes it'} "
+                            "first)")
+    rerun = f"the {stage} stage to rewrite it" if stage else "the stage that writes it"
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is no JSON number")
+
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e}); rerun the stage that writes it") from None
+        return json.loads(path.read_text(), parse_constant=refuse)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise ArtifactError(f"{path}: not valid JSON ({str(e)[:160]}); rerun {rerun}") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read it ({e.strerror or type(e).__name__})") from None
+
+
+def read_json_object(path: str | Path, stage: str) -> dict:
+    """read_json, for the artifacts that are one JSON object (every results file is)."""
+    data = read_json(path, stage)
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"}.get(type(data), "a number")
+        raise ArtifactError(f"{path}: holds {kind}, not a JSON object; rerun {stage}")
+    return data
+
+
+def read_csv(path: str | Path, stage: str, columns=(), **kwargs):
+    """pandas.read_csv; a missing, empty, unparsable or non-UTF-8 file, or one without `columns`,
+    is one line naming it and `stage`, the stage that rewrites it."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found (run the {stage} stage first)")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise ArtifactError(f"{path}: empty; rerun the {stage} stage to rewrite it") from None
+    except ValueError as e:  # pandas' ParserError, UnicodeDecodeError, a dtype that does not fit
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{path}: not a readable CSV file, truncated or corrupt ({first}); "
+                            f"rerun the {stage} stage to rewrite it") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read it ({e.strerror or type(e).__name__})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ArtifactError(f"{path}: no column {', '.join(map(repr, missing))} (it has "
+                            f"{', '.join(map(repr, map(str, frame.columns)))[:200]}); rerun {stage}")
+    return frame
 
 
 def git_revision() -> str:

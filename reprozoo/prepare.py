@@ -3,7 +3,7 @@
 `download` fetches or checks the raw data and writes a manifest, `prepare` decodes it into
 results/{dataset}/data.npz (uint8 NHWC images, int64 labels, class names), `split` writes the
 study's tuning split as index lists with a checksum. What they write is read through
-reprozoo/data.py.
+reprozoo/data.py (image trees: reprozoo/images.py).
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from urllib.error import URLError
 import numpy as np
 
 from reprozoo.config import IMAGE_SIZE
-from reprozoo.data import load_arrays, read_imagefolder, save_arrays, scan_imagefolder, split_checksum
+from reprozoo.data import load_arrays, save_arrays, split_checksum
 from reprozoo.errors import DataError
+from reprozoo.images import read_imagefolder, scan_imagefolder
 from reprozoo.io import atomic_path, read_json, write_json
 
 log = logging.getLogger("reprozoo.prepare")

@@ -42,8 +42,10 @@ import seaborn as sns  # noqa: E402
 
 from reprozoo import stats  # noqa: E402
 from reprozoo.errors import ConfigError  # noqa: E402
+from reprozoo.io import fmt_duration, read_csv, save_figure, write_csv, write_json, write_text  # noqa: E402
 from reprozoo.progress import no_progress  # noqa: E402
-from reprozoo.io import fmt_duration, read_json, save_figure, write_csv, write_json, write_text  # noqa: E402
+from reprozoo.results import (read_best_of_run, read_confusion, read_metrics, read_predictions,  # noqa: E402
+                              read_run, read_run_history, read_verify)
 
 log = logging.getLogger("reprozoo.report")
 
@@ -123,17 +125,20 @@ class Results:
         predictions_paths = list(predictions_paths) or [None] * len(models)
         for name, m, r, b, h, c, p in zip(models, metrics_paths, run_paths, best_paths, history_paths,
                                           confusion_paths, predictions_paths):
-            self.metrics[name].append(read_json(m))
-            self.runs[name].append(read_json(r))
-            self.histories[name].append(pd.read_csv(h).assign(seed=self.runs[name][-1]["seed"]))
-            if c is not None:
-                self.confusions[name].append(pd.read_csv(c, index_col=0))
+            # every file checked (above) before any number is computed from it
+            metrics, run = read_metrics(m, name), read_run(r, name)
+            self.metrics[name].append(metrics)
+            self.runs[name].append(run)
+            self.histories[name].append(read_run_history(h, r, run).assign(seed=run["seed"]))
+            confusion = None if c is None else read_confusion(c, m, metrics)
+            if confusion is not None:
+                self.confusions[name].append(confusion)
             if p is not None:
-                predictions = pd.read_csv(p, dtype={"actual": str, "predicted": str})
-                self.per_image[name]["accuracy"].append((predictions["actual"] == predictions["predicted"]).to_numpy())
-                if "loss" in predictions:  # per-image cross-entropy, where evaluate writes it
-                    self.per_image[name]["loss"].append(predictions["loss"].to_numpy(float))
-            self.best[name] = read_json(b)
+                correct, losses = read_predictions(p, m, metrics, c, confusion)
+                self.per_image[name]["accuracy"].append(correct)
+                if losses is not None:
+                    self.per_image[name]["loss"].append(losses)
+            self.best[name] = read_best_of_run(b, r, run)
         seeds = [run.get("seed") for runs in self.runs.values() for run in runs if run.get("seed") is not None]
         self.seed = min(seeds, default=0)  # the config's seed (runs use seed, seed+1, ...): seeds every bootstrap
 
@@ -296,10 +301,12 @@ def build_ablations(res: Results, papers: dict, ablations: dict) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def build_verification(verify_paths) -> pd.DataFrame:
+def build_verification(verify_paths, models: list[str] | None = None) -> pd.DataFrame:
+    """The verify records, one per model (of `models`, in order, where given: the CLI's default paths)."""
     rows = []
-    for path in verify_paths:
-        v = read_json(path)
+    models = list(models) if models is not None and len(models) == len(verify_paths) else [None] * len(verify_paths)
+    for path, model in zip(verify_paths, models):
+        v = read_verify(path, model)
         refs = v["reference"]
         rows.append({
             "model": v["model"], "modules": len(v["modules"]),
@@ -617,10 +624,7 @@ COMPACT = [("model", "model"), ("accuracy", "acc %"), ("paper_accuracy", "paper"
 def compact_table(table_csv_path) -> str:
     """comparison.csv for a 120-column terminal: accuracy and loss beside the paper's, the verdict,
     the lr and epochs trained with (`python -m reprozoo table`, the end of `make demo`)."""
-    try:
-        table = pd.read_csv(table_csv_path)
-    except (OSError, pd.errors.ParserError) as e:
-        raise ConfigError(f"{table_csv_path}: no comparison table to show ({e}); run the report first") from None
+    table = read_csv(table_csv_path, "report", columns=("model", "flag"))
     shown = table[[c for c, _ in COMPACT if c in table]].rename(columns=dict(COMPACT))
     shown["verdict"] = shown["verdict"].astype(str).str.replace(r"not comparable \((.*)\)", r"n/c (\1)", regex=True)
     return shown.astype(object).map(_cell).to_string(index=False)
@@ -667,7 +671,7 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     table = build_table(dataset, res, papers, main, stuck, intervals)
     verdicts = build_verdicts(dataset, res, papers, main, stuck, intervals)
     ablation_table = build_ablations(res, papers, ablations)
-    verification = build_verification(verify_paths)
+    verification = build_verification(verify_paths, res.order)
     claims = check_claims(dataset, res, (study or {}).get("claims", []), stuck, all_ablations)
     write_csv(table_csv_path, table, index=False)
     write_csv(verdicts_path or out / "verdicts.csv", verdicts, index=False)

@@ -19,7 +19,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
@@ -27,6 +26,7 @@ from reprozoo.errors import ConfigError  # noqa: E402
 from reprozoo.data import load_arrays  # noqa: E402
 from reprozoo.engine import Normalize  # noqa: E402
 from reprozoo.io import load_weights, save_figure  # noqa: E402
+from reprozoo.results import read_history  # noqa: E402
 from reprozoo.models import create_model, model_entry  # noqa: E402
 
 PER_CLASS = 10      # samples per row of the grid
@@ -74,7 +74,7 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, samples_plo
         normalize=Normalize(cfg["normalize"]["mean"], cfg["normalize"]["std"]),
         grid=class_grid(model, len(classes), cfg["seed"]), per_class=PER_CLASS,
         rows=f"one row per class: {', '.join(classes)}" if len(classes) <= 10 else "one row per class",
-        history=pd.read_csv(history_path))
+        history=read_history(history_path, columns=("epoch",)))  # the curves' columns: the model's panels'
     with torch.no_grad():
         title, panels = draw(model, inputs)
 

@@ -93,22 +93,44 @@ def seeds(cfg: dict) -> list[int]:
     return [cfg["seed"] + i for i in range(cfg.get("repeats", 1))]
 
 
-def image_folders(cfg: dict, dataset: str) -> list[str]:
-    """An imagefolder dataset's train/ and test/: what download and prepare read besides their files."""
+def image_folders(cfg: dict, dataset: str) -> dict[str, str]:
+    """An imagefolder dataset's train/ and test/ (what download and prepare read besides their files),
+    each with the config key that names it."""
     section = resolve_dataset(cfg, dataset)
-    return [os.path.join(section["root"], split) for split in ("train", "test")] if section["kind"] == "imagefolder" \
-        else []
+    if section["kind"] != "imagefolder":
+        return {}
+    return {os.path.join(section["root"], split): f"datasets.{dataset}.root" for split in ("train", "test")}
 
 
-def extra_test_folders(cfg: dict) -> list[str]:
-    """Each extra test set's test/ folder: what evaluate reads besides its files."""
-    return [os.path.join(spec["root"], "test") for _, spec in sorted(cfg.get("extra_test", {}).items())]
+def extra_test_folders(cfg: dict) -> dict[str, str]:
+    """Each extra test set's test/ folder (what evaluate reads besides its files), with its config key."""
+    return {os.path.join(spec["root"], "test"): f"extra_test.{name}.root"
+            for name, spec in sorted(cfg.get("extra_test", {}).items())}
 
 
-def _trees(folders: list[str]) -> dict[str, str]:
-    from reprozoo.data import tree_fingerprint  # numpy and PIL: only where there are image folders
+def _trees(folders: dict[str, str], classes: list[str] | None = None) -> dict[str, str]:
+    """Each image folder's content digest, checked as its stage will check it, so that a missing or
+    degenerate tree is one line naming its config key before any job (not after hours of training)."""
+    from reprozoo.images import check_classes, scan_tree, tree_digest  # numpy: only where there are image folders
 
-    return {folder: tree_fingerprint(folder) for folder in folders}
+    digests = {}
+    for folder, key in folders.items():
+        if not os.path.isdir(folder):
+            raise ConfigError(f"config key '{key}': {folder}/ is not a folder (an image tree: "
+                              f"{folder}/<class>/<image files>)")
+        try:
+            scan = scan_tree(Path(folder))
+        except OSError as e:
+            raise ConfigError(f"config key '{key}': cannot read {e.filename or folder} ({e.strerror})") from None
+        check_classes(Path(folder), {name: c["images"] for name, c in scan.items()})
+        if classes is not None and list(scan) != classes:
+            raise ConfigError(f"config key '{key}': classes {list(scan)} differ from the dataset's {classes}")
+        digests[folder] = tree_digest(scan)
+    return digests
+
+
+def _folder_classes(folder: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir())
 
 
 def _sources(arch: str) -> dict[str, str]:
@@ -122,12 +144,16 @@ def section_files(cfg: dict) -> dict[str, dict]:
     resolved = {m: resolve_model(cfg, m) for m in models}
     sources = {m: _sources(resolved[m]["arch"]) for m in models}
     extra = {n: s["root"] for n, s in sorted(cfg.get("extra_test", {}).items())}
-    extra_trees = _trees(extra_test_folders(cfg)) if extra else {}
     files = {PATHS["verify_cfg"].format(model=m): {"cfg": resolved[m], "expect": cfg["models"][m].get("verify", {}),
                                                    TRACKS: sources[m]} for m in models}
     for d in cfg["run"]["datasets"]:
         dataset = resolve_dataset(cfg, d)
-        files[PATHS["dataset_cfg"].format(dataset=d)] = {"dataset": dataset, TRACKS: _trees(image_folders(cfg, d))}
+        folders = image_folders(cfg, d)
+        trees = _trees(folders)
+        # extra test sets must hold the dataset's classes: known here for an image tree
+        classes = _folder_classes(next(iter(folders))) if folders else None  # train/'s
+        extra_trees = _trees(extra_test_folders(cfg), classes)
+        files[PATHS["dataset_cfg"].format(dataset=d)] = {"dataset": dataset, TRACKS: trees}
         files[PATHS["split_cfg"].format(dataset=d)] = {**cfg["protocol"]["split"], "seed": cfg["seed"]}
         for m in models:
             files[PATHS["model_cfg"].format(dataset=d, model=m)] = {"cfg": resolved[m], TRACKS: sources[m]}
@@ -142,31 +168,33 @@ def section_files(cfg: dict) -> dict[str, dict]:
     return files
 
 
-def _text(content: dict) -> str:
-    return json.dumps(content, indent=1, sort_keys=True) + "\n"
+def section_texts(cfg: dict) -> dict[str, str]:
+    """Every section file of the run as the text written to it: path -> text. What writes them is
+    reprozoo/runlock.py's `begin`, which rewrites a file only when its text changes."""
+    return {path: json.dumps(content, indent=1, sort_keys=True) + "\n" for path, content in section_files(cfg).items()}
 
 
-def write_sections(cfg: dict) -> list[str]:
-    """Write the run's section files whose content changed (atomically); the paths written."""
-    from reprozoo.io import write_text
-
-    written = []
-    for path, content in section_files(cfg).items():
-        text = _text(content)
-        try:
-            same = Path(path).read_text() == text
-        except OSError:
-            same = False
-        if not same:
-            write_text(path, text)
-            written.append(path)
-    return written
+def models_in(cfg: dict, paths: list[str]) -> list[tuple[str, dict, int]]:
+    """The models whose model section files are among `paths` (those a change rewrites), for
+    reprozoo/models/check.py: (config key of their args, resolved section, the dataset's image size)."""
+    found = {}
+    for d in cfg["run"]["datasets"]:
+        size = resolve_dataset(cfg, d)["image_size"]
+        for m in run_models(cfg):
+            if PATHS["model_cfg"].format(dataset=d, model=m) in paths:
+                key = f"ablations.{m}.set.args" if m in cfg.get("ablations", {}) else f"models.{m}.args"
+                found.setdefault((key, size), resolve_model(cfg, m))
+    return [(key, model, size) for (key, size), model in found.items()]
 
 
 def read_section(path: str | Path) -> dict:
-    """A section file's stage arguments (without its `tracks`); one line when it is missing or broken."""
+    """A section file's stage arguments (without its `tracks`); one line when it is missing or broken.
+    A model's section is checked as the config is (a hand-edited file reaches no stage unchecked)."""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the stage for good
+        raise ConfigError(f"{path}: not a regular file; rerun `python -m reprozoo resolve`")
     try:
-        content = json.loads(Path(path).read_text())
+        content = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such section file: run the stage with --config config.yaml (or "
                           "`python -m reprozoo resolve`, or snakemake) to write it") from None
@@ -175,4 +203,9 @@ def read_section(path: str | Path) -> dict:
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: not a section file (a JSON object); rerun `python -m reprozoo resolve`")
     content.pop(TRACKS, None)
+    if "cfg" in content:
+        try:
+            validate_against(content["cfg"] if isinstance(content["cfg"], dict) else {}, "resolved_model", "cfg")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}; rerun `python -m reprozoo resolve`") from None
     return content

@@ -104,7 +104,7 @@ STAGES: dict[str, Stage] = {
     "download": Stage("reprozoo.prepare:download", "fetch (cifar10) or check (digits, imagefolder) raw data",
                       "dataset_cfg", ("dataset",), outputs=("manifest",)),
     "prepare": Stage("reprozoo.prepare:prepare", "raw data -> one uint8 array file (data.npz)", "dataset_cfg",
-                     ("dataset",), inputs=("manifest",), outputs=("data",), code=("prepare.py", "data.py")),
+                     ("dataset",), inputs=("manifest",), outputs=("data",), code=("prepare.py", "data.py", "images.py")),
     "split": Stage("reprozoo.prepare:write_split", "the study's seeded tuning split as index lists + checksum",
                    "split_cfg", ("dataset", "seed"), inputs=("data",), outputs=("split",)),
     "cache-features": Stage("reprozoo.features:cache_features",

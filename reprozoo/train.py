@@ -15,7 +15,8 @@ import torch
 from reprozoo.data import labelled_mask, model_inputs, read_split
 from reprozoo.engine import Diverged, NoProgress, Runner, Tensors, check_progress, fit, seed_everything
 from reprozoo.errors import UserError
-from reprozoo.io import fmt_duration, read_json, save_torch, stamp, write_csv, write_json
+from reprozoo.io import fmt_duration, save_torch, stamp, write_csv, write_json
+from reprozoo.results import read_best
 from reprozoo.models import count_parameters, create_model, setting_deviations
 
 log = logging.getLogger("reprozoo.train")
@@ -30,9 +31,10 @@ def train(cfg: dict, data_path, split_path, best_path, weights_path, history_pat
     """Train at best.json's lr for its epochs; `seed` (default: the config's) is this run's (repeats)."""
     if seed is not None:
         cfg = {**cfg, "seed": seed}
-    best = read_json(best_path)
+    best = read_best(best_path)  # lr a finite number > 0, epochs an integer >= 1
     lr, epochs = float(best["lr"]), int(best["epochs"])
-    arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
+    arrays = model_inputs(cfg, data_path, features_path)
+    split = read_split(split_path, len(arrays["y_train"]), len(arrays["y_test"]))
     labelled = None if cfg.get("labelled_per_class") is None else labelled_mask(
         arrays["y_train"], split["train"], cfg["labelled_per_class"], cfg["seed"], arrays["classes"])
     train_set = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["train"], labelled)

@@ -143,7 +143,8 @@ def trial_objective(cfg: dict, data_path, split_path, device, features_path=None
     each epoch, and returns hyperopt's result dict (a failed trial's says how it
     failed, see `failure`). Module-level, so that a spawned worker process can
     build its own from the same arguments."""
-    arrays, split = model_inputs(cfg, data_path, features_path), read_split(split_path)
+    arrays = model_inputs(cfg, data_path, features_path)
+    split = read_split(split_path, len(arrays["y_train"]), len(arrays["y_test"]))
     labelled = None if cfg.get("labelled_per_class") is None else labelled_mask(
         arrays["y_train"], split["train"], cfg["labelled_per_class"], cfg["seed"], arrays["classes"])
     train = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], device, split["tune_train"], labelled)

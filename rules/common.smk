@@ -10,21 +10,38 @@ from pathlib import Path
 # Snakefile given to Snakemake (the top-level one, or workflow/Snakefile with -s).
 REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
-from reprozoo.config import ConfigError, expand_ablations, run_models, validate_config, with_experiments
+from reprozoo import runlock
+from reprozoo.config import expand_ablations, run_models, validate_config, with_experiments
+from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
 from reprozoo.models.sources import models_declaring
-from reprozoo.sections import write_sections
+from reprozoo.resolve import resolve
 from reprozoo.stages import PATHS, STAGES
 
+# The config is resolved here, once per run: each job reads its own section file
+# (reprozoo/sections.py), rewritten only when what that job depends on changed, and never while
+# another run in this folder reads it (reprozoo/runlock.py; `onstart` takes the folder for a run).
+# Job processes (a cluster job reads the Snakefile too) write nothing.
 try:
     config.update(with_experiments(config, missing_ok=True))  # params.yaml: DVC experiments' layer, if any
     validate_config(config)
     config.update(expand_ablations(config))  # each ablation becomes a model with its own jobs
-    # The config is resolved here, once per run: each job reads its own section file
-    # (reprozoo/sections.py), rewritten only when what that job depends on changed.
-    write_sections(config)
-except ConfigError as e:
+    if workflow.is_main_process:
+        resolve(config, "check")
+    else:
+        os.environ.setdefault(runlock.RUN_ENV, "job")
+except UserError as e:
     sys.exit(f"reprozoo: {e}")
+
+
+def claim_run():
+    """`onstart` of a run with jobs to do: this folder is the run's until it ends (reprozoo/runlock.py),
+    its section files are those it planned with, and its jobs know they belong to it."""
+    try:
+        resolve(config, "run")
+    except UserError as e:
+        sys.exit(f"reprozoo: {e}")
+    os.environ[runlock.RUN_ENV] = str(os.getpid())
 
 
 DATASETS = config["run"]["datasets"]

@@ -25,7 +25,7 @@ rule prepare:
     input:
         cfg=PATHS["dataset_cfg"],
         manifest=PATHS["manifest"],
-        code=[src("prepare.py"), src("data.py")],
+        code=[src("prepare.py"), src("data.py"), src("images.py")],
     output:
         data=PATHS["data"],
     log:

@@ -117,7 +117,7 @@ def test_split_checksum_catches_edits(digits_split, tmp_path):
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(split))
     with pytest.raises(DataError, match="checksum mismatch"):
-        read_split(edited)
+        read_split(edited, 1437, 360)  # digits: 1,437 training and 360 test images
 
 
 def test_prepare_without_download_names_the_missing_file(tmp_path):

@@ -529,6 +529,26 @@ def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
 
 
 @pytest.mark.slow
+def test_a_failed_experiment_says_the_one_command_that_puts_the_workspace_back(dvc_repo):
+    """DVC writes `-S` values into params.yaml before the first stage, and leaves them there when a stage
+    fails: the next experiment would fail the same way. The failure's line says how to get back."""
+    work, _, _ = dvc_repo
+    layer = (work / "params.yaml").read_text()
+    try:
+        run = dvc("exp", "run", TINY, "-S", "params.yaml:++mlp.batch_size=0", cwd=work, check=False)
+        assert run.returncode != 0
+        back = "git checkout params.yaml dvc.lock && dvc checkout"
+        line = next(line for line in (run.stdout + run.stderr).splitlines() if line.startswith("reprozoo resolve: "))
+        assert "config key 'models.mlp.batch_size': 0 is less than the minimum of 1" in line, line
+        assert line.endswith(f"(this experiment's values stay in params.yaml: `{back}` puts the workspace back)")
+        assert back in (ROOT / "README.md").read_text()
+        sh("bash", "-c", back, cwd=work)
+        assert (work / "params.yaml").read_text() == layer and changed_stages(work) == set()
+    finally:
+        restore_baseline(work)
+
+
+@pytest.mark.slow
 def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
     work, _, _ = dvc_repo
     dvc("remote", "add", "-d", "store", tmp_path / "remote", cwd=work)

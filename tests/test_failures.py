@@ -128,20 +128,22 @@ def test_a_bug_is_named_on_the_terminal_and_its_traceback_is_in_the_log(mlp, tmp
 
 @pytest.mark.slow
 def test_a_failed_jobs_reason_reaches_the_terminal_in_snakemake_and_dvc(tmp_path):
-    """A dataset with one class: the download job fails, and its one line is on the console of a plain
-    `snakemake` run and of `dvc repro`, not only in the job's log; then a config error through DVC."""
+    """An image that does not decode (what only reading it finds): the prepare job fails, and its one line
+    is on the console of a plain `snakemake` run and of `dvc repro`, not only in the job's log; then a
+    config error through DVC."""
     from conftest import write_imagefolder
 
     work = copy_workflow(tmp_path)
-    write_imagefolder(work / "one-class", classes=("cat",))
+    write_imagefolder(work / "broken", classes=("cat", "dog"))
+    (work / "broken/train/cat/0000.png").write_bytes(b"not a PNG at all")
     (work / "one.yaml").write_text(yaml.safe_dump({
         "run": {"datasets": ["shapes"], "models": ["mlp"], "ablations": []},
-        "datasets": {"shapes": {"kind": "imagefolder", "root": "one-class"}}}))
+        "datasets": {"shapes": {"kind": "imagefolder", "root": "broken"}}}))
     configs = ["tests/tiny.yaml", "one.yaml"]
     result = run_snakemake("--cores", "1", "--configfile", *configs, cwd=work)
-    reason = "reprozoo download: error: imagefolder one-class/train: 1 class folder (cat); a classifier needs at least two"
+    reason = "reprozoo prepare: error: broken/train/cat/0000.png: cannot decode image"
     assert result.returncode != 0 and reason in result.stderr, result.stderr[-2000:]
-    assert reason in (work / "logs/shapes/download.log").read_text()
+    assert reason in (work / "logs/shapes/prepare.log").read_text()
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1"}
     subprocess.run([BIN / "dvc", "init", "--no-scm", "-q"], cwd=work, check=True, env=env)
     assert run_cli("dvc-yaml", *(a for c in configs for a in ("--configfile", c)), cwd=work).returncode == 0
@@ -165,7 +167,7 @@ def test_what_the_imagefolder_reader_leaves_out_or_alters_is_said(tmp_path, capl
     from PIL import Image
 
     from conftest import write_imagefolder
-    from reprozoo.data import read_imagefolder
+    from reprozoo.images import read_imagefolder
 
     root = write_imagefolder(tmp_path / "shapes")
     (root / "train/cat/notes.txt").write_text("not an image")

@@ -143,7 +143,8 @@ def test_acgan_unlabelled_images_train_only_the_real_fake_head():
 
 
 def test_labelled_mask_respects_the_config(digits_npz, digits_split):
-    arrays, split = load_arrays(digits_npz), read_split(digits_split)
+    arrays = load_arrays(digits_npz)
+    split = read_split(digits_split, len(arrays["y_train"]), len(arrays["y_test"]))
     y, pool = arrays["y_train"], split["train"]
     mask = labelled_mask(y, pool, 5, 3407)
     assert mask.sum() == 50 and set(np.flatnonzero(mask)) <= set(pool)
@@ -182,7 +183,7 @@ def test_train_uses_only_the_configured_labels(demo_cfg, digits_npz, digits_spli
     run = train(cfg, digits_npz, digits_split, tmp_path / "best.json", tmp_path / "w.pt", tmp_path / "h.csv",
                 tmp_path / "run.json", CPU)
     assert run["labelled_images"] == 30 and read_json(tmp_path / "run.json")["labelled_images"] == 30
-    assert run["train_images"] == len(read_split(digits_split)["train"])
+    assert run["train_images"] == len(load_arrays(digits_npz)["y_train"])
     assert run["objective"] == objective_name(cfg["arch"])
     history = pd.read_csv(tmp_path / "h.csv")
     extra = {"vae": {"train_objective", "train_labelled_elbo", "train_unlabelled_elbo"},
@@ -192,7 +193,8 @@ def test_train_uses_only_the_configured_labels(demo_cfg, digits_npz, digits_spli
 
 
 def _fit_twice(cfg, digits_npz, digits_split):
-    arrays, split = load_arrays(digits_npz), read_split(digits_split)
+    arrays = load_arrays(digits_npz)
+    split = read_split(digits_split, len(arrays["y_train"]), len(arrays["y_test"]))
     mask = labelled_mask(arrays["y_train"], split["train"], 10, cfg["seed"])
     histories = []
     for _ in range(2):

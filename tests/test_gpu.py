@@ -33,7 +33,8 @@ def test_every_study_model_trains_on_cuda_with_bf16_and_channels_last(study_cfg,
     from reprozoo.data import load_arrays, read_split
 
     cfg, models = _study_models(study_cfg)
-    arrays, split = load_arrays(digits_npz), read_split(digits_split)
+    arrays = load_arrays(digits_npz)
+    split = read_split(digits_split, len(arrays["y_train"]), len(arrays["y_test"]))
     train = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], cuda, split["tune_train"])
     val = Tensors.from_numpy(arrays["x_train"], arrays["y_train"], cuda, split["tune_val"])
     for name in models:

@@ -77,6 +77,40 @@ BAD_CONFIGS = {
                          "config key 'models.mlp.args.hiden': 'mlp' takes no argument 'hiden'"),
     "unknown args key of an ablation": ({"ablations": {"cnn_nobn": {"base": "cnn", "set": {"args": {"bn": False}}}}},
                                         "config key 'ablations.cnn_nobn.set.args.bn'"),
+    # values a model refuses, found by building it once (reprozoo/models/check.py), not by the tune job
+    "negative width": ({"models": {"mlp": {"args": {"hidden": [-5]}}}},
+                       "config key 'models.mlp.args': mlp refuses {'hidden': [-5]} on 32x32 images (RuntimeError"),
+    "input that does not fit the first layer": ({"models": {"mlp": {"args": {"in_features": 100}}}},
+                                                 "config key 'models.mlp.args': mlp refuses"),
+    "heads that do not divide the width": ({"run": {"models": ["vit_tiny"]}, "models": {"vit_tiny": {"args": {
+        "heads": 7}}}}, "config key 'models.vit_tiny.args': vit_tiny refuses {'patch_size': 2, 'dim': 192"),
+    "patch that does not divide the image": ({"run": {"models": ["vit_tiny"], "ablations": ["vit_tiny_patch4"]},
+                                              "ablations": {"vit_tiny_patch4": {"set": {"args": {"patch_size": 5}}}}},
+                                             "config key 'ablations.vit_tiny_patch4.set.args': image_size 32 is not a "
+                                             "multiple of patch_size 5"),
+    "dropout above 1": ({"models": {"cnn": {"args": {"dropout": 1.5}}}},
+                        "config key 'models.cnn.args': dropout probability has to be between 0 and 1"),
+    "unknown pretrained weights": ({"run": {"models": ["resnet18_pretrained"]}, "models": {"resnet18_pretrained": {
+        "args": {"weights": "IMAGENET9K"}}}}, "config key 'models.resnet18_pretrained.args': unknown weights "
+                                              "'IMAGENET9K' for ResNet18_Weights"),
+    "probe head that does not fit its backbone": ({"run": {"models": ["vit_b16_probe"]}, "models": {"vit_b16_probe": {
+        "args": {"in_features": 512}}}}, "config key 'models.vit_b16_probe.args': linear_probe refuses"),
+    "backbone image size off its patch grid": ({"run": {"models": ["vit_b16_probe"]}, "backbones": {"vit_b16_in1k": {
+        "image_size": 100}}}, "config key 'backbones.vit_b16_in1k': vit_b16 refuses"),
+    "seed beyond numpy": ({"seed": 2**32}, "config key 'seed': 4294967296 is greater than the maximum of 4294967295"),
+    "repeats past numpy's last seed": ({"seed": 2**32 - 2, "repeats": 3},
+                                       "config key 'seed': runs use seeds 4294967294 to 4294967296 (repeats)"),
+    "missing extra test root": ({"extra_test": {"noisy": {"root": "/no/such/folder"}}},
+                                "config key 'extra_test.noisy.root': /no/such/folder/test/ is not a folder"),
+    "missing dataset root": ({"run": {"datasets": ["pets"]}, "datasets": {"pets": {"kind": "imagefolder",
+                                                                                  "root": "/no/pets"}}},
+                             "config key 'datasets.pets.root': /no/pets/train/ is not a folder"),
+    "anchors that expand a billion times": ("models:\n  mlp:\n    args:\n      x:\n" + "".join(
+        f"        a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10) if i else '1, 2, 3, 4, 5, 6, 7, 8, 9, 10'}]\n"
+        for i in range(9)), "aliases expand to more than 100,000 values (nested anchors?)"),
+    "an alias inside itself": ("models:\n  mlp:\n    args:\n      hidden: &a [1, *a]\n",
+                               "a YAML alias refers to a value that holds it (a cycle)"),
+    "nested thousands deep": ("a: " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply to be a config"),
 }
 
 
@@ -85,6 +119,49 @@ def test_bad_config_value_is_one_line_naming_the_key(case, tmp_path, capsys):
     data, message = BAD_CONFIGS[case]
     result = check_config(capsys, ROOT / "config.yaml", ROOT / "tests/tiny.yaml", override(tmp_path, data))
     assert message in one_error_line(result, "check-config")
+
+
+def test_config_checks_cost_what_the_file_does(tmp_path, capsys):
+    """Eight levels of ten aliases (10^8 values, 600 bytes) took two minutes to check, walked value by value."""
+    data, _ = BAD_CONFIGS["anchors that expand a billion times"]
+    start = time.perf_counter()
+    check_config(capsys, ROOT / "config.yaml", override(tmp_path, data))
+    assert time.perf_counter() - start < 5
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("run:\n  models: [ml\u00e9p]\n".encode("latin-1"))
+    line = one_error_line(check_config(capsys, ROOT / "config.yaml", path), "check-config")
+    assert f"config file {path}: not UTF-8 text (byte 0xe9 at offset 18)" in line
+
+
+@pytest.mark.parametrize("case", ["negative width", "missing extra test root", "anchors that expand a billion times"])
+def test_the_dag_build_says_it_before_any_job(case, tmp_path):
+    """What check-config knows, the DAG build knows: one line naming the key, no job, no section written."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    copy_workflow(work)
+    data, message = BAD_CONFIGS[case]
+    result = run_snakemake("--cores", "1", "--configfile", "tests/tiny.yaml", override(tmp_path, data), cwd=work)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("reprozoo: ")] == \
+        [line for line in result.stderr.splitlines() if message in line], result.stderr[-3000:]
+    assert "rule " not in result.stdout and not (work / "results").exists()
+
+
+def test_a_section_file_that_cannot_be_written_is_one_line(tmp_path):
+    """A config change whose section files cannot be written (here a file where their folder goes; a
+    read-only results/ gives the same path): one line naming the file, not a stack."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    copy_workflow(work)
+    (work / "results/digits").mkdir(parents=True)
+    (work / "results/digits/config").write_text("not a folder")
+    result = run_snakemake("-n", "--configfile", "tests/tiny.yaml", cwd=work)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("reprozoo: ")]
+    assert len(lines) == 1 and "results/digits/config/" in lines[0] and "cannot write it" in lines[0], result.stderr
 
 
 def test_snakemake_stops_on_a_bad_lr_range_before_any_job_and_keeps_the_old_best(tmp_path):

@@ -37,13 +37,16 @@ def weights_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def load_pretrained(enum, name: str) -> dict[str, torch.Tensor]:
-    """State dict of torchvision weights `enum[name]`, from the hub cache or downloaded into it."""
+def load_pretrained(enum, name: str) -> dict[str, torch.Tensor] | None:
+    """State dict of torchvision weights `enum[name]`, from the hub cache or downloaded into it;
+    None on the meta device, where a config check builds the model (reprozoo/models/check.py)."""
     try:
         weights = enum[name]
     except KeyError:
         raise ConfigError(f"unknown weights '{name}' for {enum.__name__} "
                           f"(known: {', '.join(w.name for w in enum)}, none)") from None
+    if torch.get_default_device().type == "meta":
+        return None
     path = weights_dir() / Path(weights.url).name
     try:
         return torch.hub.load_state_dict_from_url(weights.url, model_dir=str(weights_dir()), progress=False,
@@ -70,8 +73,9 @@ def resnet18_pretrained(num_classes: int = 10, weights: str = "IMAGENET1K_V1", s
     if stem not in STEMS:
         raise ConfigError(f"unknown stem '{stem}' for resnet18_pretrained (known: {', '.join(STEMS)})")
     net = resnet18(weights=None)
-    if weights != "none":
-        net.load_state_dict(load_pretrained(ResNet18_Weights, weights))
+    state = load_pretrained(ResNet18_Weights, weights) if weights != "none" else None
+    if state is not None:
+        net.load_state_dict(state)
     if stem == "imagenet":
         net.fc = nn.Linear(net.fc.in_features, num_classes)
         return net
@@ -91,8 +95,8 @@ class ViTB16Features(nn.Module):
 
         self.image_size = image_size
         self.vit = vit_b_16(weights=None, image_size=image_size)
-        if weights != "none":
-            state = load_pretrained(ViT_B_16_Weights, weights)
+        state = load_pretrained(ViT_B_16_Weights, weights) if weights != "none" else None
+        if state is not None:
             if image_size != PAPER_IMAGE_SIZE:  # resample the position embedding to the new grid
                 state = interpolate_embeddings(image_size, 16, state)
             self.vit.load_state_dict(state)
