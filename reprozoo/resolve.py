@@ -4,25 +4,56 @@ section files each job reads. The Snakefile does this at every DAG build, DVC in
 
 Before anything is written: every image tree the jobs will read is found and holds images
 (reprozoo/sections.py), and every model whose section is new or changed is built and given one
-image (reprozoo/models/check.py). Then the files are written as reprozoo/runlock.py allows
-beside other commands in the folder. Torch-free until a model has to be built: the Snakefile
-imports this module on hosts that may run every job in the image.
+image (reprozoo/models/check.py). A model that passed is remembered in the user's cache
+($XDG_CACHE_HOME/reprozoo, else ~/.cache/reprozoo) by what decides the outcome (its section, the
+image size, its source files, the check's own code, torch's version), so that a new checkout or a
+config switched back pays torch's import (2 s) only for a model it has not seen. Then the files
+are written as reprozoo/runlock.py allows beside other commands in the folder. Torch-free until a
+model has to be built: the Snakefile imports this module on hosts that may run every job in the image.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
+import json
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from reprozoo import runlock
 from reprozoo.io import write_text
-from reprozoo.sections import models_in, section_texts
+from reprozoo.sections import models_in, section_texts, source_digests
+
+CHECK = Path(__file__).parent / "models" / "check.py"
+
+
+def _passed(cfg: dict, size: int) -> Path | None:
+    """Where the mark of a model that passed its check goes, named by what decides the check (None
+    where the user has no home folder)."""
+    try:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reprozoo" / "checked-models"
+        torch = version("torch")
+    except (RuntimeError, PackageNotFoundError):
+        return None
+    decides = [cfg, size, source_digests(cfg["arch"]), hashlib.sha256(CHECK.read_bytes()).hexdigest(), torch]
+    return cache / hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
 
 
 def check_models(models: list[tuple[str, dict, int]]) -> None:
-    """Build each (config key, model section, image size); where torch is not installed, the job says it."""
-    if models and importlib.util.find_spec("torch"):
-        from reprozoo.models.check import check_models as build_each  # torch: only when a model is to be built
+    """Build each (config key, model section, image size) not yet seen to pass; where torch is not
+    installed, the job says what the model refuses."""
+    todo = [(m, _passed(m[1], m[2])) for m in models]
+    todo = [(m, mark) for m, mark in todo if mark is None or not mark.is_file()]
+    if not todo or not importlib.util.find_spec("torch"):
+        return
+    from reprozoo.models.check import check_models as build_each  # torch: only when a model is to be built
 
-        build_each(models)
+    build_each([m for m, _ in todo])
+    for _, mark in todo:
+        with contextlib.suppress(OSError, AttributeError):  # a cache that cannot be written only costs a check
+            mark.parent.mkdir(parents=True, exist_ok=True)
+            mark.touch()
 
 
 def resolve(cfg: dict, role: str) -> list[str]:

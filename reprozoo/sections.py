@@ -133,7 +133,8 @@ def _folder_classes(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir())
 
 
-def _sources(arch: str) -> dict[str, str]:
+def source_digests(arch: str) -> dict[str, str]:
+    """sha256 of each file an architecture is built from (reprozoo/models/sources.py), by path."""
     root = Path(__file__).resolve().parent.parent
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in model_sources(arch)}
 
@@ -142,7 +143,7 @@ def section_files(cfg: dict) -> dict[str, dict]:
     """Every section file of the run (config validated, ablations expanded), path -> content."""
     models, runs = run_models(cfg), [[m, s] for m in run_models(cfg) for s in seeds(cfg)]
     resolved = {m: resolve_model(cfg, m) for m in models}
-    sources = {m: _sources(resolved[m]["arch"]) for m in models}
+    sources = {m: source_digests(resolved[m]["arch"]) for m in models}
     extra = {n: s["root"] for n, s in sorted(cfg.get("extra_test", {}).items())}
     files = {PATHS["verify_cfg"].format(model=m): {"cfg": resolved[m], "expect": cfg["models"][m].get("verify", {}),
                                                    TRACKS: sources[m]} for m in models}

@@ -23,6 +23,7 @@ import yaml
 
 from conftest import BIN, ROOT, TINY_MLP, copy_workflow, run_cli, run_snakemake, split_section, tiny_model_cfg
 from reprozoo.cli import main
+from reprozoo.errors import ConfigError
 from reprozoo.io import load_torch, save_torch
 
 CPU = torch.device("cpu")
@@ -127,6 +128,31 @@ def test_config_checks_cost_what_the_file_does(tmp_path, capsys):
     start = time.perf_counter()
     check_config(capsys, ROOT / "config.yaml", override(tmp_path, data))
     assert time.perf_counter() - start < 5
+
+
+def test_a_model_that_passed_its_check_is_not_built_again(tmp_path, monkeypatch, demo_cfg):
+    """The check's outcome is a function of the section, the image size, the model's files, the check
+    and torch's version: remembered in the user's cache, so a new checkout pays no torch import for it."""
+    import reprozoo.models.check as check
+    from reprozoo import resolve
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    mlp = tiny_model_cfg(demo_cfg, "mlp")
+    built = []
+    monkeypatch.setattr(check, "check_model", lambda cfg, size, key: built.append(key))
+    resolve.check_models([("models.mlp.args", mlp, 32)])
+    resolve.check_models([("models.mlp.args", mlp, 32)])
+    resolve.check_models([("models.mlp.args", mlp, 64)])  # another image size: built again
+    assert built == ["models.mlp.args"] * 2
+
+    def refuse(cfg, size, key):
+        raise ConfigError(f"config key '{key}': refused")
+
+    monkeypatch.setattr(check, "check_model", refuse)
+    wide = {**mlp, "args": {"hidden": [-5]}}
+    for _ in range(2):  # a refusal is never remembered
+        with pytest.raises(ConfigError, match="refused"):
+            resolve.check_models([("models.mlp.args", wide, 32)])
 
 
 def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
