@@ -1,7 +1,7 @@
 """Configuration: load config.yaml, merge overrides and the experiment file, validate.
 
 What each job receives of it is reprozoo/sections.py; what each architecture accepts is read
-from the model files by reprozoo/models/sources.py. Torch-free on purpose: the Snakefile
+from the model files by reprozoo/architectures.py. Torch-free on purpose: the Snakefile
 imports this module on hosts that may only have Snakemake installed (container runs).
 """
 from __future__ import annotations
@@ -14,16 +14,14 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from reprozoo.architectures import Architecture, registered_architectures
 from reprozoo.errors import ConfigError
-from reprozoo.models.sources import Architecture, registered_architectures
+from reprozoo.stages import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 EXPERIMENTS = "params.yaml"  # the experiment file (with_experiments), in the working directory
 
 
-# Shared defaults, defined once.
-IMAGE_SIZE = 32            # px: datasets are stored at this size unless `datasets.<name>.image_size` says otherwise
 BACKBONE_BATCH_SIZE = 256  # images per forward pass while caching a frozen backbone's features
 
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from reprozoo.config import EXPERIMENTS, ROOT, SCHEMA_PATH, ConfigError, load_config, read_yaml, run_models
+from reprozoo.config import EXPERIMENTS, SCHEMA_PATH, ConfigError, load_config, read_yaml, run_models
 from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
-from reprozoo.models.sources import models_declaring
+from reprozoo.architectures import models_declaring
 from reprozoo.sections import extra_test_folders, image_folders, seeds
-from reprozoo.stages import PATHS, STAGES, Stage, log_of, rule_of
+from reprozoo.stages import PATHS, ROOT, STAGES, Stage, log_of, rule_of
 
 BASE_CONFIG = "config.yaml"
 DVC_YAML = Path("dvc.yaml")

@@ -132,16 +132,12 @@ class Normalize(nn.Module):
 class Runner:
     """Model + optimisers + objective + the batch logic for one training run.
 
-    The objective comes from the model's registry entry (`cfg["arch"]`), or is
-    given; plain classification when neither names one."""
+    The objective is the one the model's section names (its registry entry's, resolved with the
+    config: reprozoo/sections.py), or is given; the engine never looks a model up."""
 
     def __init__(self, model: nn.Module, cfg: dict, device: torch.device, lr: float | None = None,
                  objective: str | None = None):
-        from reprozoo.models import objective_name
-
-        if objective is None:
-            objective = objective_name(cfg["arch"]) if "arch" in cfg else "classification"
-        self.objective = get_objective(objective)
+        self.objective = get_objective(objective or cfg["objective"])
         self.device = device
         self.cuda = device.type == "cuda"
         self.model = model.to(device)

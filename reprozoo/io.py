@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from reprozoo.config import ROOT
 from reprozoo.errors import DataError, DiskFull, UserError
+from reprozoo.stages import ROOT
 
 if TYPE_CHECKING:
     import torch

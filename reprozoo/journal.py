@@ -22,7 +22,7 @@ import logging
 import os
 from pathlib import Path
 
-from reprozoo.models.sources import model_sources
+from reprozoo.architectures import model_sources
 from reprozoo.errors import DiskFull
 from reprozoo.io import write_text
 

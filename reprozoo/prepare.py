@@ -17,7 +17,6 @@ from urllib.error import URLError
 
 import numpy as np
 
-from reprozoo.config import IMAGE_SIZE
 from reprozoo.data import load_arrays, save_arrays, split_checksum
 from reprozoo.errors import DataError
 from reprozoo.images import read_imagefolder, scan_imagefolder
@@ -102,7 +101,7 @@ def prepare(dataset: dict, data_path: str | Path, manifest_path: str | Path | No
     given, must be readable (the pipeline's order: download before prepare)."""
     if manifest_path is not None:
         read_json(manifest_path)
-    kind, size = dataset["kind"], dataset.get("image_size", IMAGE_SIZE)
+    kind, size = dataset["kind"], dataset["image_size"]
     if kind == "cifar10":
         arrays = _prepare_cifar10(Path(dataset["root"]))
     elif kind == "digits":

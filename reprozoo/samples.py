@@ -106,4 +106,4 @@ def samples_figure(cfg: dict, data_path, weights_path, history_path, samples_plo
         ax.legend()
     fig.suptitle(f"{cfg['name']}: {title}", fontsize=11)
     save_figure(fig, samples_plot_path)
-    return {"model": cfg["name"], "objective": model_entry(cfg["arch"]).objective, "images": int(inputs.grid.shape[0])}
+    return {"model": cfg["name"], "objective": cfg["objective"], "images": int(inputs.grid.shape[0])}

@@ -18,10 +18,10 @@ import json
 import os
 from pathlib import Path
 
-from reprozoo.config import (BACKBONE_BATCH_SIZE, IMAGE_SIZE, ConfigError, deep_merge, paper_hparams, parse_json_arg,
+from reprozoo.architectures import model_sources, registered_architectures
+from reprozoo.config import (BACKBONE_BATCH_SIZE, ConfigError, deep_merge, paper_hparams, parse_json_arg,
                              run_models, validate_against)
-from reprozoo.models.sources import model_sources
-from reprozoo.stages import PATHS
+from reprozoo.stages import IMAGE_SIZE, PATHS
 
 TRACKS = "tracks"  # the key of a section file that is no argument of its stage
 
@@ -44,18 +44,20 @@ def resolve_model(cfg: dict, name: str) -> dict:
     resolved.pop("paper", None)
     resolved["paper"] = paper_hparams(cfg, name) if resolved["hparams"] == "paper" else {}
     if "backbone" in resolved:
-        resolved["backbone"] = {"name": resolved["backbone"], **cfg["backbones"][resolved["backbone"]]}
+        resolved["backbone"] = resolve_backbone(cfg, resolved["backbone"], normalize=False)
+    resolved["objective"] = registered_architectures()[resolved["arch"]].objective
     resolved["name"] = name
     resolved["seed"] = cfg["seed"]
     return resolved
 
 
-def resolve_backbone(cfg: dict, name: str) -> dict:
-    """What cached features depend on: the backbone and the input normalisation, nothing else."""
+def resolve_backbone(cfg: dict, name: str, normalize: bool = True) -> dict:
+    """What cached features depend on: the backbone and the input normalisation, nothing else (a
+    model's section holds its normalisation beside its backbone's)."""
     if name not in cfg.get("backbones", {}):
         raise ConfigError(f"config key 'backbones': unknown backbone '{name}'")
-    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **cfg["backbones"][name],
-            "normalize": cfg["protocol"]["normalize"]}
+    spec = {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **cfg["backbones"][name]}
+    return {**spec, "normalize": cfg["protocol"]["normalize"]} if normalize else spec
 
 
 def resolve_dataset(cfg: dict, name: str) -> dict:
@@ -134,7 +136,7 @@ def _folder_classes(folder: str) -> list[str]:
 
 
 def source_digests(arch: str) -> dict[str, str]:
-    """sha256 of each file an architecture is built from (reprozoo/models/sources.py), by path."""
+    """sha256 of each file an architecture is built from (reprozoo/architectures.py), by path."""
     root = Path(__file__).resolve().parent.parent
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in model_sources(arch)}
 

@@ -19,7 +19,11 @@ This module imports neither torch nor Snakemake: the Snakefile reads it at parse
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: the package's, the workflow's and the schemas' root
+IMAGE_SIZE = 32  # px: data.npz stores images at this size unless `datasets.<name>.image_size` says otherwise
 
 # ------------------------------------------------------------------ the paths table
 # Every artifact's path pattern, by the name stages and rules call it. Logs and benchmarks

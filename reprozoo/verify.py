@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprozoo.config import IMAGE_SIZE
 from reprozoo.engine import Normalize, seed_everything
 from reprozoo.errors import UserError
 from reprozoo.io import write_json
-from reprozoo.models import count_parameters, create_model, model_entry, objective_name
+from reprozoo.models import count_parameters, create_model, model_entry
 from reprozoo.models.pretrained import create_backbone
 from reprozoo.objectives import get_objective
+from reprozoo.stages import IMAGE_SIZE  # what verify feeds each model: the size data.npz stores
 
 MAX_ABS_DIFF = 1e-4     # fp32 on CPU: reorderings of the same sums stay far below this
 MIN_COSINE = 0.99999
@@ -60,7 +60,7 @@ class Batch:
     included, runs)."""
 
     def __init__(self, cfg: dict, x: torch.Tensor, num_classes: int, seed: int):
-        self.objective = get_objective(objective_name(cfg["arch"]))
+        self.objective = get_objective(cfg["objective"])
         self.x = x
         self.y = torch.randint(0, num_classes, (len(x),), generator=torch.Generator().manual_seed(seed))
         self.labelled = torch.arange(len(x)) < len(x) // 2 if self.objective.semi_supervised else None

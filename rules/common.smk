@@ -11,10 +11,10 @@ from pathlib import Path
 REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
 from reprozoo import runlock
+from reprozoo.architectures import models_declaring
 from reprozoo.config import expand_ablations, run_models, validate_config, with_experiments
 from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
-from reprozoo.models.sources import models_declaring
 from reprozoo.resolve import resolve
 from reprozoo.stages import PATHS, STAGES
 

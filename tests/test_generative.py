@@ -7,7 +7,7 @@ import torch
 
 from conftest import run_cli, tiny_model_cfg
 from reprozoo.config import ConfigError, deep_merge, load_config
-from reprozoo.models.sources import architectures_declaring
+from reprozoo.architectures import architectures_declaring
 from reprozoo.data import DataError, labelled_mask, load_arrays, read_split
 from reprozoo.engine import Normalize, Runner, Tensors, fit, seed_everything
 from reprozoo.models import count_parameters, create_model, objective_name

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from reprozoo.errors import ConfigError
-from reprozoo.models.sources import registered_architectures
+from reprozoo.architectures import registered_architectures
 from reprozoo.models import count_parameters, create_model, list_models, model_entry
 
 # Each architecture's exact trainable-parameter count at its defaults: the study's reported counts

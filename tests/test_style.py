@@ -1,4 +1,6 @@
-"""The workflow files follow Snakemake's formatter (snakefmt, pinned; settings in pyproject.toml)."""
+"""The workflow files follow Snakemake's formatter (snakefmt, pinned; settings in pyproject.toml); the
+package keeps its layers (import-linter)."""
+import shutil
 import subprocess
 
 from conftest import BIN, ROOT
@@ -30,3 +32,20 @@ def test_the_heavy_rules_write_a_benchmark():
     for rule in ("cache_features", "tune", "train", "evaluate"):
         blocks = [b for b in plan.split("\n\n") if f"rule {rule}:" in b]
         assert blocks and all("benchmark: logs/digits/benchmarks/" in b for b in blocks), rule
+
+
+def test_the_package_keeps_its_layers_and_has_no_import_cycle(tmp_path):
+    """import-linter's contracts (pyproject.toml, [tool.importlinter]): a module imports only from the
+    layers below it and no two modules import each other, imports inside functions included. A new
+    upward import is refused, as is one that dodges a cycle inside a function (checked here too)."""
+    result = subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout
+    shutil.copytree(ROOT / "reprozoo", tmp_path / "reprozoo")
+    shutil.copy2(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with open(tmp_path / "reprozoo/io.py", "a") as f:  # a helper that reaches up, inside a function
+        f.write("\n\ndef _upward():\n    from reprozoo.report import report  # noqa\n")
+    result = subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(tmp_path), "PATH": str(BIN)})
+    assert result.returncode == 1 and "reprozoo.io is not allowed to import reprozoo.report" in result.stdout, \
+        result.stdout[-3000:]

@@ -10,11 +10,13 @@ device runs an LSTM step by step, a hundred times slower than the CPU does.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from reprozoo.errors import ConfigError
 from reprozoo.models.pretrained import BACKBONES, create_backbone
-from reprozoo.models.registry import create_model
+from reprozoo.models.registry import create_model, model_entry
 
 NUM_CLASSES = 10  # any count: no factory refuses an argument for the number of classes
 
@@ -51,6 +53,28 @@ def _refused(key: str, arch: str, args: dict, image_size: int | None, build) -> 
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         on = f" on {image_size}x{image_size} images" if image_size else ""
         raise ConfigError(f"config key '{key}': {arch} refuses {args}{on} ({type(e).__name__}: {first})") from None
+
+
+def _defaults(fn) -> dict:
+    """Keyword defaults of a factory; tuples as lists, as they come from YAML."""
+    return {k: list(p.default) if isinstance(p.default, tuple) else p.default
+            for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
+
+
+def setting_deviations(cfg: dict) -> list[str]:
+    """Where a run departs from the paper's setting, shown in the report.
+
+    Each factory's (and backbone's) defaults are the study's architecture, so any
+    configured argument that differs from its default is a deviation.
+    """
+    notes = [f"{k}={v!r} (paper {d!r})" for k, v in sorted(cfg["args"].items())
+             if (d := _defaults(model_entry(cfg["arch"]).factory).get(k, v)) != v]
+    backbone = cfg.get("backbone")
+    if backbone:
+        defaults = _defaults(BACKBONES[backbone["arch"]].__init__)
+        notes += [f"backbone {k}={backbone[k]!r} (paper {d!r})" for k, d in sorted(defaults.items())
+                  if backbone.get(k, d) != d]
+    return notes
 
 
 def check_models(models: list[tuple[str, dict, int]]) -> None:

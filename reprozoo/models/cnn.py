@@ -2,7 +2,7 @@
 FC 2048-512, ReLU, dropout 0.5, 512-10 (1,147,914 params)."""
 from torch import nn
 
-from reprozoo.models import register_model
+from reprozoo.models.registry import register_model
 
 
 @register_model

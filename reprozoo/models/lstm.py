@@ -8,7 +8,7 @@ dropout, 256-10.
 import torch
 from torch import nn
 
-from reprozoo.models import register_model
+from reprozoo.models.registry import register_model
 from reprozoo.models.layers import PatchEmbed, patch_embed_reference
 
 

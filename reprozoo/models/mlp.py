@@ -1,7 +1,7 @@
 """MLP: flatten 3x32x32 -> 512 -> 256 -> 10 with ReLU (1,707,274 params)."""
 from torch import nn
 
-from reprozoo.models import register_model
+from reprozoo.models.registry import register_model
 
 
 @register_model

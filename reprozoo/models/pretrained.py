@@ -20,10 +20,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from reprozoo.config import BACKBONE_BATCH_SIZE
 from reprozoo.engine import Normalize, Tensors
 from reprozoo.errors import ConfigError
-from reprozoo.models import register_model
+from reprozoo.models.registry import register_model
 from reprozoo.models.resnet import cifar_stem, resnet_references
 
 log = logging.getLogger("reprozoo.features")
@@ -163,7 +162,7 @@ def backbone_features(spec: dict, normalize: dict, image_sets: dict[str, Tensors
     if device.type == "cuda":
         backbone = backbone.to(memory_format=torch.channels_last)
     norm = Normalize(normalize["mean"], normalize["std"]).to(device)
-    batch_size = spec.get("batch_size", BACKBONE_BATCH_SIZE)
+    batch_size = spec["batch_size"]  # images per forward pass (the section gives it)
     return {name: extract(backbone, images, norm, batch_size, device, f"{name} features")
             for name, images in image_sets.items()}
 

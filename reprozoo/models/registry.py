@@ -1,10 +1,11 @@
 """Model registry, timm-style: `@register_model`, `create_model`, `list_models`.
 
-Each architecture lives in its own file in this folder and registers a factory
-`name(num_classes=10, **args) -> nn.Module`. Importing this module (or any of its names
-from `reprozoo.models`) imports every model file, so `list_models()` sees them all. Everything the pipeline knows
-about one architecture is declared on its registry entry, beside its code, so no
-stage ever tests an architecture's name:
+A leaf, as timm's `_registry.py`: it imports no model file. Each architecture lives in its
+own file in this folder, imports `register_model` from here and registers a factory
+`name(num_classes=10, **args) -> nn.Module`; the package (`reprozoo.models`) imports every
+model file, so `list_models()` sees them all. Everything the pipeline knows about one
+architecture is declared on its registry entry, beside its code, so no stage ever tests an
+architecture's name:
 
 - `objective`: what a training step minimises (`reprozoo.objectives`; default
   plain classification). Every model's `forward(x)` gives class logits.
@@ -16,14 +17,11 @@ stage ever tests an architecture's name:
   generative model (reprozoo/samples.py draws the panels).
 
 The Snakefile, which must not import torch, reads the same decorators from the source
-files (reprozoo/models/sources.py; tests check the two views agree).
+files (reprozoo/architectures.py; tests check the two views agree). The objective also
+reaches each job's section file from there, so the training engine never looks it up here.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
-from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
@@ -82,35 +80,7 @@ def create_model(arch: str, num_classes: int = 10, **args) -> nn.Module:
         raise ConfigError(f"config key 'models.*.args' of '{arch}': {str(e).strip().splitlines()[0]}") from None
 
 
-def _defaults(fn) -> dict:
-    """Keyword defaults of a factory; tuples as lists, as they come from YAML."""
-    return {k: list(p.default) if isinstance(p.default, tuple) else p.default
-            for k, p in inspect.signature(fn).parameters.items() if p.default is not p.empty}
-
-
-def setting_deviations(cfg: dict) -> list[str]:
-    """Where a run departs from the paper's setting, shown in the report.
-
-    Each factory's (and backbone's) defaults are the study's architecture, so any
-    configured argument that differs from its default is a deviation.
-    """
-    from reprozoo.models.pretrained import BACKBONES
-
-    notes = [f"{k}={v!r} (paper {d!r})" for k, v in sorted(cfg["args"].items())
-             if (d := _defaults(model_entry(cfg["arch"]).factory).get(k, v)) != v]
-    backbone = cfg.get("backbone")
-    if backbone:
-        defaults = _defaults(BACKBONES[backbone["arch"]].__init__)
-        notes += [f"backbone {k}={backbone[k]!r} (paper {d!r})" for k, d in sorted(defaults.items())
-                  if backbone.get(k, d) != d]
-    return notes
-
-
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters, as the study counts them."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-
-for _mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
-    if _mod.name not in ("registry", "sources", "check"):  # the model files; check builds them, sources reads them
-        importlib.import_module(f"reprozoo.models.{_mod.name}")

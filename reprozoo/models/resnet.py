@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from reprozoo.errors import ConfigError
-from reprozoo.models import register_model
+from reprozoo.models.registry import register_model
 
 STEM_STRIDES = (1, 2)
 

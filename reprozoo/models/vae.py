@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprozoo.models import register_model
+from reprozoo.models.registry import register_model
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprozoo.models import register_model
+from reprozoo.models.registry import register_model
 from reprozoo.models.layers import PatchEmbed, patch_embed_reference
 
 

@@ -1,8 +1,9 @@
-"""What each model file declares, read from its source with `ast` instead of imported.
+"""What each model file of reprozoo/models/ declares, read from its source with `ast` instead of imported.
 
 The torch-free view of the registry: the Snakefile and the config checks need to know
-which architectures exist, which arguments their factories take, which figures they
-declare and which files a model is built from, on hosts that may have no torch.
+which architectures exist, which arguments their factories take, which objective they
+train with, which figures they declare and which files a model is built from, on hosts
+that may have no torch.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 from reprozoo.errors import ConfigError
 
-MODELS_DIR = Path(__file__).resolve().parent
+MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
 class Architecture(NamedTuple):
