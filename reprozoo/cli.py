@@ -200,7 +200,7 @@ def run_tool(args: argparse.Namespace) -> None:
         written = resolve(args)
         return print(f"section files: {len(written)} written, the others unchanged")
     if args.stage == "table":
-        from reprozoo.report import compact_table
+        from reprozoo.report.markdown import compact_table
 
         return print(compact_table(PATHS["table_csv"].format(dataset=args.dataset)))
     if args.stage == "check-config":

@@ -103,6 +103,7 @@ class Stage(NamedTuple):
         return self.inputs + self.each_run + self.each_model + self.outputs
 
 
+REPORT_MODULES = ("build", "claims", "figures", "markdown", "runs", "tables", "verdicts")  # reprozoo/report/
 MODEL, DATA_MODEL, RUN = ("model",), ("dataset", "model"), ("dataset", "model", "seed")
 STAGES: dict[str, Stage] = {
     "download": Stage("reprozoo.prepare:download", "fetch (cifar10) or check (digits, imagefolder) raw data",
@@ -135,12 +136,12 @@ STAGES: dict[str, Stage] = {
                      "sample grid (+ reconstructions or G/D losses) of a trained vae or acgan", "model_cfg", DATA_MODEL,
                      inputs=("data", "weights", "history"), outputs=("samples_plot",), code=("samples.py",),
                      only_declaring=True),
-    "report": Stage("reprozoo.report:report", "comparison table (CSV + Markdown) and figures", "report_cfg",
+    "report": Stage("reprozoo.report.build:report", "comparison table (CSV + Markdown) and figures", "report_cfg",
                     ("dataset",), each_run=("metrics", "run", "best", "history", "confusion", "predictions"),
                     each_model=("verify",), optional=("predictions",),
                     outputs=("table_csv", "table_md", "verdicts", "claims", "ablation_table", "verification_table",
                              "summary", "accuracy_plot"),  # the other figures go beside the accuracy chart
-                    code=("report.py", "stats.py")),
+                    code=(*(f"report/{m}.py" for m in REPORT_MODULES), "results.py", "stats.py")),
 }
 
 

@@ -16,7 +16,7 @@ from reprozoo.config import expand_ablations, run_models, validate_config, with_
 from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
 from reprozoo.resolve import resolve
-from reprozoo.stages import PATHS, STAGES
+from reprozoo.stages import PATHS, REPORT_MODULES, STAGES
 
 # The config is resolved here, once per run: each job reads its own section file
 # (reprozoo/sections.py), rewritten only when what that job depends on changed, and never while

@@ -13,7 +13,7 @@ rule report:
         confusion=per_run("confusion"),
         predictions=per_run("predictions"),
         verify=expand(PATHS["verify"], model=MODELS),
-        code=[src("report.py"), src("stats.py")],
+        code=[*(src("report", f"{m}.py") for m in REPORT_MODULES), src("results.py"), src("stats.py")],
     output:
         table_csv=report(PATHS["table_csv"], caption="../workflow/report/comparison.rst", category="Tables"),
         table_md=PATHS["table_md"],

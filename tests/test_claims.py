@@ -11,7 +11,8 @@ import yaml
 from conftest import ROOT
 from reprozoo import stats
 from reprozoo.config import ConfigError, load_config
-from reprozoo.report import report, verdict
+from reprozoo.report.build import report
+from reprozoo.report.verdicts import verdict
 
 CIFAR = {"name": "cifar10", "kind": "cifar10", "paper_dataset": True}
 DIGITS = {"name": "digits", "kind": "digits", "paper_dataset": False}

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import reprozoo.report as report
+import reprozoo.report.figures as report
 from reprozoo.io import save_figure
 from conftest import ROOT, tiny_model_cfg
 
 
 @pytest.fixture
 def captured(monkeypatch):
-    """The figures the plotting functions build, kept open instead of saved (report.py's
+    """The figures the plotting functions build, kept open instead of saved (reprozoo/report/figures.py's
     name for `reprozoo.io.save_figure` is the one its plotting functions look up)."""
     figures = []
     monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig))

@@ -13,7 +13,9 @@ from conftest import ROOT, run_cli
 from reprozoo.config import ConfigError, load_config, run_models
 from reprozoo.sections import resolve_model
 from reprozoo.models import count_parameters, create_model
-from reprozoo.report import build_verdicts, parse_duration, report, verdict
+from reprozoo.report.build import report
+from reprozoo.report.tables import build_verdicts
+from reprozoo.report.verdicts import parse_duration, verdict
 from reprozoo.verify import VerifyError, verify
 
 

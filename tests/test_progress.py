@@ -16,7 +16,7 @@ from conftest import ROOT, run_cli, tiny_model_cfg
 from reprozoo.config import load_config
 from reprozoo.engine import Diverged, NoProgress, Tensors, check_progress, no_progress
 from reprozoo.io import write_json
-from reprozoo.report import report
+from reprozoo.report.build import report
 from reprozoo.train import TrainError, train
 from reprozoo.tune import TuneError, tune
 

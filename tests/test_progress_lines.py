@@ -43,7 +43,7 @@ def test_the_compact_table_fits_a_terminal(tmp_path):
     """`python -m reprozoo table`, the end of `make demo`: the study's longest names and verdicts in 120 columns."""
     import pandas as pd
 
-    from reprozoo.report import compact_table
+    from reprozoo.report.markdown import compact_table
 
     rows = [{"model": "resnet18_pretrained", "params": 11173962, "paper_accuracy": 89.06, "accuracy": 94.44,
              "diff_percent": 6.04, "flag": "not comparable (setting)", "setting": "stem='imagenet' (paper 'cifar')",
@@ -52,3 +52,17 @@ def test_the_compact_table_fits_a_terminal(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "comparison.csv", index=False)
     shown = compact_table(tmp_path / "comparison.csv")
     assert max(map(len, shown.splitlines())) <= 120 and "resnet18_pretrained" in shown and "n/c (setting)" in shown
+
+
+def test_printing_the_table_loads_no_plotting_library_scipy_or_torch(tmp_path):
+    """`python -m reprozoo table` reads one CSV: the report's figures and statistics stay unloaded."""
+    import subprocess
+    import sys
+
+    (tmp_path / "results/d/report").mkdir(parents=True)
+    (tmp_path / "results/d/report/comparison.csv").write_text("model,accuracy,flag\nmlp,93.3,ok\n")
+    code = ("import sys; from reprozoo.cli import main; code = main(['table', '--dataset', 'd']); "
+            "print([m for m in ('matplotlib', 'seaborn', 'scipy', 'torch') if m in sys.modules], code)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1] == "[] 0", result.stdout + result.stderr
+    assert "mlp" in result.stdout

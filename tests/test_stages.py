@@ -9,7 +9,8 @@ import torch
 from conftest import run_cli, tiny_model_cfg, write_imagefolder
 from reprozoo.engine import pick_device
 from reprozoo.evaluate import evaluate
-from reprozoo.report import deviation, parse_duration, report
+from reprozoo.report.build import report
+from reprozoo.report.verdicts import deviation, parse_duration
 from reprozoo.train import train
 from reprozoo.tune import TuneError, tune
 
