@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -296,3 +297,18 @@ def stamp(device, seed: int) -> dict:
         "git_revision": git_revision(),
         "seed": seed,
     }
+
+
+def log_to(path: str):
+    """Send everything this process prints (Python, warnings, progress, C libraries: file
+    descriptors 1 and 2) to the log at `path`, replaced; return the terminal's stderr, where
+    only a failure's one-line reason goes."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return terminal

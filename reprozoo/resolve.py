@@ -22,8 +22,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from reprozoo import runlock
+from reprozoo.config import load_config, run_models
 from reprozoo.io import write_text
-from reprozoo.sections import models_in, section_texts, source_digests
+from reprozoo.sections import models_in, resolve_model, section_texts, source_digests
 
 CHECK = Path(__file__).parent / "models" / "check.py"
 
@@ -64,6 +65,11 @@ def resolve(cfg: dict, role: str) -> list[str]:
     return runlock.begin(role, texts, write_text)
 
 
-def check(cfg: dict) -> None:
-    """What a DAG build checks, for every model (`check-config`), writing nothing."""
+def check_config(path: str, *overrides: str, model: str | None = None) -> str:
+    """`check-config`: what a DAG build checks (the config, its image trees, every model built once),
+    writing nothing; then the resolved plan, or models.<model> as its stages get it."""
+    cfg = load_config(path, *overrides)
+    if model:
+        return json.dumps(resolve_model(cfg, model), indent=2, sort_keys=True)
     check_models(models_in(cfg, list(section_texts(cfg))))
+    return f"config OK: datasets {cfg['run']['datasets']} x models {run_models(cfg)}"

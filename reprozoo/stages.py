@@ -1,18 +1,20 @@
 """The one table of artifact paths, and what each stage's command line takes.
 
-`python -m reprozoo <stage>` runs `module.function(<its section file's arguments>, <file>_path ...,
-device=...)`. The declarations below say which section file a stage reads (the arguments the
+`python -m reprozoo <stage>` runs the stage's function (reprozoo/cli.py names each) as
+`function(<its section file's arguments>, <file>_path ..., device=...)`. The declarations below
+say which section file a stage reads (the arguments the
 config gives it, written by reprozoo/sections.py), which names it takes (`--dataset digits
 --model mlp --seed 3407`), the files it reads and writes by their names in PATHS (`--data PATH`
 becomes the argument `data_path`; each defaults to its PATHS entry filled with the names), and
-its other options. The CLI (reprozoo/cli.py) is built from them; the rules (rules/*.smk) name the
+its other options. The CLI's options are built from them (reprozoo/arguments.py); the rules (rules/*.smk) name the
 same PATHS entries, and tests/test_stages_declared.py checks that each rule's files are the
 ones its command reads and writes.
 
-Adding a per-model stage that feeds the report takes three files: its module
-(reprozoo/<stage>.py), its output path and declaration here, and its rule in rules/report.smk. The
-rest follows from the declaration: the CLI, its jobs in the default target when no other stage
-reads its output (rules/common.smk), and its dvc.yaml stage (reprozoo/dvc.py). docs/cli.md says how.
+Adding a per-model stage that feeds the report takes its module (reprozoo/<stage>.py), its
+output path and declaration here, its rule in rules/report.smk and the line of reprozoo/cli.py
+that names its function. The rest follows from the declaration: its options, its jobs in the
+default target when no other stage reads its output (rules/common.smk), and its dvc.yaml stage
+(reprozoo/dvc.py). docs/cli.md says how.
 
 This module imports neither torch nor Snakemake: the Snakefile reads it at parse time.
 """
@@ -85,7 +87,6 @@ class Option(NamedTuple):
 
 
 class Stage(NamedTuple):
-    run: str                          # "module:function"
     help: str
     section: str                      # its section file, by name in PATHS: the function's config arguments
     names: tuple[str, ...]            # of dataset, model, backbone, seed: what its paths are filled with
@@ -106,37 +107,34 @@ class Stage(NamedTuple):
 REPORT_MODULES = ("build", "claims", "figures", "markdown", "runs", "tables", "verdicts")  # reprozoo/report/
 MODEL, DATA_MODEL, RUN = ("model",), ("dataset", "model"), ("dataset", "model", "seed")
 STAGES: dict[str, Stage] = {
-    "download": Stage("reprozoo.prepare:download", "fetch (cifar10) or check (digits, imagefolder) raw data",
+    "download": Stage("fetch (cifar10) or check (digits, imagefolder) raw data",
                       "dataset_cfg", ("dataset",), outputs=("manifest",)),
-    "prepare": Stage("reprozoo.prepare:prepare", "raw data -> one uint8 array file (data.npz)", "dataset_cfg",
+    "prepare": Stage("raw data -> one uint8 array file (data.npz)", "dataset_cfg",
                      ("dataset",), inputs=("manifest",), outputs=("data",), code=("prepare.py", "data.py", "images.py")),
-    "split": Stage("reprozoo.prepare:write_split", "the study's seeded tuning split as index lists + checksum",
+    "split": Stage("the study's seeded tuning split as index lists + checksum",
                    "split_cfg", ("dataset", "seed"), inputs=("data",), outputs=("split",)),
-    "cache-features": Stage("reprozoo.features:cache_features",
-                            "run a frozen backbone once over a dataset; store fp16 features", "backbone_cfg",
+    "cache-features": Stage("run a frozen backbone once over a dataset; store fp16 features", "backbone_cfg",
                             ("dataset", "backbone"), inputs=("data",), outputs=("features",), compute=True,
                             code=("features.py", "models/pretrained.py")),
-    "verify": Stage("reprozoo.verify:verify", "module-level checks of one model (no data): stats, gradients, references",
+    "verify": Stage("module-level checks of one model (no data): stats, gradients, references",
                     "verify_cfg", MODEL, outputs=("verify",), code=("engine.py", "verify.py")),
-    "tune": Stage("reprozoo.tune:tune", "hyperopt TPE over lr (or the paper's lr/epochs)", "model_cfg", DATA_MODEL,
+    "tune": Stage("hyperopt TPE over lr (or the paper's lr/epochs)", "model_cfg", DATA_MODEL,
                   inputs=("data", "split", "features"), outputs=("trials", "best"), optional=("features",),
                   compute=True, code=("engine.py", "tune.py")),
-    "train": Stage("reprozoo.train:train", "final training on the full training set", "model_cfg", RUN,
+    "train": Stage("final training on the full training set", "model_cfg", RUN,
                    inputs=("data", "split", "best", "features"), outputs=("weights", "history", "run"),
                    optional=("features",), compute=True, code=("engine.py", "train.py")),
-    "evaluate": Stage("reprozoo.evaluate:evaluate", "test metrics, per-class accuracy, confusion matrix",
+    "evaluate": Stage("test metrics, per-class accuracy, confusion matrix",
                       "evaluate_cfg", RUN, inputs=("data", "weights", "features"),
                       outputs=("metrics", "confusion", "predictions"), optional=("features", "predictions"),
                       compute=True, code=("engine.py", "evaluate.py")),
-    "attention": Stage("reprozoo.attention:attention_figure",
-                       "class-token attention maps per layer of a trained ViT (one test image)", "model_cfg", DATA_MODEL,
+    "attention": Stage("class-token attention maps per layer of a trained ViT (one test image)", "model_cfg", DATA_MODEL,
                        inputs=("data", "weights"), outputs=("attention_plot",), code=("attention.py",),
                        only_declaring=True, options={"index": Option("which test image (default: the first)", int, 0)}),
-    "samples": Stage("reprozoo.samples:samples_figure",
-                     "sample grid (+ reconstructions or G/D losses) of a trained vae or acgan", "model_cfg", DATA_MODEL,
+    "samples": Stage("sample grid (+ reconstructions or G/D losses) of a trained vae or acgan", "model_cfg", DATA_MODEL,
                      inputs=("data", "weights", "history"), outputs=("samples_plot",), code=("samples.py",),
                      only_declaring=True),
-    "report": Stage("reprozoo.report.build:report", "comparison table (CSV + Markdown) and figures", "report_cfg",
+    "report": Stage("comparison table (CSV + Markdown) and figures", "report_cfg",
                     ("dataset",), each_run=("metrics", "run", "best", "history", "confusion", "predictions"),
                     each_model=("verify",), optional=("predictions",),
                     outputs=("table_csv", "table_md", "verdicts", "claims", "ablation_table", "verification_table",

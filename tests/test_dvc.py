@@ -212,8 +212,11 @@ def errors_figure(cfg, predictions_path, errors_plot_path):
 '''
 NEW_DECLARATION = '''
 PATHS["errors_plot"] = f"{R}/report/models/errors_{{model}}.png"
-STAGES["errors"] = Stage("reprozoo.errors_figure:errors_figure", "test errors by class of one model", "model_cfg",
-                         DATA_MODEL, inputs=("predictions",), outputs=("errors_plot",), code=("errors_figure.py",))
+STAGES["errors"] = Stage("test errors by class of one model", "model_cfg", DATA_MODEL, inputs=("predictions",),
+                         outputs=("errors_plot",), code=("errors_figure.py",))
+'''
+NEW_CLI_LINES = '''        case "errors":
+            from reprozoo.errors_figure import errors_figure as run
 '''
 NEW_RULE = '''
 
@@ -233,15 +236,18 @@ rule errors:
 '''
 
 
-def test_a_new_per_model_stage_takes_three_files(tmp_path):
-    """Its module, its declaration in reprozoo/stages.py and its rule in rules/report.smk are all it takes: Snakemake
-    runs it for every model by default, DVC plans the same jobs, and the CLI runs it with names only."""
+def test_a_new_per_model_stage_takes_four_files(tmp_path):
+    """Its module, its declaration in reprozoo/stages.py, its rule in rules/report.smk and the lines of
+    reprozoo/cli.py that name its function are all it takes: Snakemake runs it for every model by default,
+    DVC plans the same jobs, and the CLI runs it with names only."""
     work = copy_workflow(tmp_path)
     (work / "reprozoo" / "errors_figure.py").write_text(NEW_MODULE)  # a file of the copy only
     with open(work / "reprozoo/stages.py", "a") as f:
         f.write(NEW_DECLARATION)
     with open(work / "rules/report.smk", "a") as f:
         f.write(NEW_RULE)
+    cli = (work / "reprozoo/cli.py").read_text()
+    (work / "reprozoo/cli.py").write_text(cli.replace("    return run\n", NEW_CLI_LINES + "    return run\n", 1))
     models = run_models(load_config(ROOT / "config.yaml", ROOT / "tests/tiny.yaml"))
     jobs = assert_same_jobs(work, ["tests/tiny.yaml"])
     assert sorted(job["wildcards"]["model"] for job in jobs if job["rule"] == "errors") == sorted(models)

@@ -3,7 +3,6 @@ the CLI takes every path from the paths table (reprozoo/stages.py). These tests 
 two agree: the files a rule declares are those its command reads and writes, and each stage's
 function takes what its section file and declaration give it. dvc.yaml runs the same commands
 (tests/test_dvc.py, test_dvc_plans_the_snakemake_jobs)."""
-import importlib
 import inspect
 import json
 import re
@@ -15,7 +14,7 @@ import sys
 import pytest
 
 from conftest import ROOT, copy_workflow
-from reprozoo import cli
+from reprozoo import arguments, cli
 from reprozoo.config import load_config
 from reprozoo.sections import TRACKS, section_files
 from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, log_of
@@ -33,16 +32,16 @@ def test_the_function_takes_what_the_declaration_and_its_section_file_give(name)
     assert set(stage.files()) <= set(PATHS) and set(stage.optional) <= set(stage.files())
     assert stage.section in PATHS and set(stage.names) <= {"dataset", "model", "backbone", "seed"}
     assert all((ROOT / "reprozoo" / c).is_file() for c in stage.code)
-    module, function = stage.run.split(":")
-    params = inspect.signature(getattr(importlib.import_module(module), function)).parameters
+    function = cli.stage_function(name)  # what the CLI runs for it
+    params = inspect.signature(function).parameters
     section = _section_of(stage, section_files(load_config(ROOT / "config.yaml", ROOT / "config/demo.yaml")))
     given = set(section) - {TRACKS, "runs"} | ({"models"} if stage.each_run else set())
     passed = ([f"{f}_path" for f in stage.inputs + stage.outputs]
               + [f"{f}_paths" for f in stage.each_run + stage.each_model]
               + list(stage.options) + ["device"] * stage.compute)
-    assert set(passed) | given <= set(params), f"{stage.run} lacks {sorted(set(passed) | given - set(params))}"
+    assert set(passed) | given <= set(params), f"{name} lacks {sorted(set(passed) | given - set(params))}"
     required = {p for p, spec in params.items() if spec.default is inspect.Parameter.empty}
-    assert required <= set(passed) | given | {"seed"}, f"{stage.run}: required but not given"
+    assert required <= set(passed) | given | {"seed"}, f"{name}: required but not given"
     if stage.section in JSON_SECTIONS:  # `--model-json` stands for the section file's main argument
         assert JSON_SECTIONS[stage.section][1] in given
 
@@ -68,10 +67,10 @@ def test_every_rule_declares_the_files_its_command_reads_and_writes(demo_jobs, m
         assert not any(a.startswith("--") and a[2:].replace("-", "_") in PATHS for a in argv), job["cmd"]
         args = parser.parse_args(argv[3:])
         stage = STAGES[args.stage]
-        _, kwargs = cli.stage_call(args)
+        kwargs = arguments.stage_arguments(args, stage, cli.stage_function(args.stage))
         paths = {f: kwargs.get(f"{f}_path", kwargs.get(f"{f}_paths")) for f in stage.files()}
         paths = {f: [p for p in (v if isinstance(v, list) else [v]) if p is not None] for f, v in paths.items()}
-        section = cli._fill(stage.section, {**job["wildcards"], "seed": kwargs.get("seed")}, stage)
+        section = arguments._fill(stage.section, {**job["wildcards"], "seed": kwargs.get("seed")}, stage)
         read = {section} | {p for f in stage.files() if f not in stage.outputs for p in paths[f]}
         code = {f for f in job["input"] if f.endswith(".py")}
         assert set(job["input"]) - code == read, job["rule"]
