@@ -8,26 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
-
-import jsonschema
-import yaml
 
 from reprozoo.architectures import Architecture, registered_architectures
 from reprozoo.errors import ConfigError
-from reprozoo.stages import ROOT
+from reprozoo.schema import STUDY_SCHEMA_PATH, check_size, load_schema, read_yaml, validate_against
 
-SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 EXPERIMENTS = "params.yaml"  # the experiment file (with_experiments), in the working directory
-
-
 BACKBONE_BATCH_SIZE = 256  # images per forward pass while caching a frozen backbone's features
-
-
-def load_schema() -> dict:
-    with open(SCHEMA_PATH) as f:
-        return yaml.safe_load(f)
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -44,43 +32,65 @@ def deep_merge(base: dict, override: dict) -> dict:
 def load_config(path: str | Path, *overrides: str | Path, experiments: str | Path | None = None,
                 values: dict | None = None) -> dict:
     """Read config.yaml, apply override files in order, then `values` (what `snakemake --config`
-    sets), then the experiment file if given, validate, expand ablations: as the Snakefile does."""
+    sets), then complete it as the Snakefile does (`complete`); the study's record is read from
+    beside config.yaml."""
     cfg = read_yaml(path)
     for override in overrides:
         cfg = deep_merge(cfg, read_yaml(override))
     if values:
         cfg = deep_merge(cfg, values)
+    return complete(cfg, experiments, Path(path).parent)
+
+
+def complete(cfg: dict, experiments: str | Path | None = None, base: Path = Path(".")) -> dict:
+    """What every reader of a config does with it, the Snakefile and `load_config` alike: apply the
+    experiment file (if given), validate the run, read the study's record (`cfg["study"]`, a path
+    relative to `base`, becomes the record), expand the ablations, and settle each run model's
+    plan (`hparams_plan`), so that a missing reported number is one line before any job."""
     if experiments is not None:
         cfg = with_experiments(cfg, experiments)
     validate_config(cfg)
-    return expand_ablations(cfg)
+    cfg = expand_ablations({**cfg, "study": read_study(base / cfg["study"])})
+    for name in run_models(cfg):
+        hparams_plan(cfg, name)
+    return cfg
 
 
-def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS, missing_ok: bool = False) -> dict:
+def read_study(path: Path) -> dict:
+    """The study's record (config/study.yaml), validated against its own schema."""
+    if not path.is_file():
+        raise ConfigError(f"config key 'study': the study's record {path} is not found")
+    study = read_yaml(path)
+    try:
+        validate_against(study, schema=load_schema(STUDY_SCHEMA_PATH))
+    except ConfigError as e:
+        raise ConfigError(f"study record {path}: {str(e).replace('config key', 'key', 1)}") from None
+    return study
+
+
+RECORD = {"paper": "models", "verify": "verify"}  # a run section's key that belongs in the study's record
+
+
+def with_experiments(cfg: dict, path: str | Path = EXPERIMENTS) -> dict:
     """cfg with the experiment file applied: params.yaml holds one section override per model
-    (`mlp: {hparams: paper}` merges into models.mlp), the file `dvc exp run -S` edits. Snakemake
-    applies it too, so both engines see one configuration (docs/dvc.md). It holds what a model
-    trains with: DVC tracks each section as a whole, so reported numbers (but the lr and epochs
-    `hparams: paper` trains with) and verifier expectations stay in config.yaml."""
-    if missing_ok and not Path(path).is_file():
-        return cfg
+    (`mlp: {hparams: fixed, lr: 1.0e-4, epochs: 13}` merges into models.mlp), the file `dvc exp run -S`
+    edits. Snakemake applies it too, so both engines see one configuration (docs/dvc.md). It holds
+    what a model runs with, never the study's record (reported numbers, verifier expectations)."""
     layer = read_yaml(path)
     for name, section in layer.items():
         if name not in cfg.get("models", {}):
             raise ConfigError(f"{path}: '{name}' is no model of the config (it holds one section per model)")
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: '{name}' must be a mapping: keys of models.{name} to override")
-        paper = section.get("paper") if isinstance(section.get("paper"), dict) else {}  # else: the schema says
-        extra = ["verify"] * ("verify" in section) + [f"paper.{k}" for k in paper if k not in ("lr", "epochs")]
-        if extra:
-            raise ConfigError(f"{path}: '{name}.{extra[0]}': reported numbers and verify expectations belong in "
-                              "config.yaml (this file holds what a model trains with)")
+        for key in RECORD:
+            if key in section:
+                raise ConfigError(f"{path}: '{name}.{key}': reported numbers and verify expectations are the "
+                                  f"study's record ({cfg.get('study')}), which an experiment never changes")
     return deep_merge(cfg, {"models": layer})
 
 
 def expand_ablations(cfg: dict) -> dict:
-    """Each ablation becomes a model of its own: the base's section with `set` applied,
-    its own `paper:` block, and no verify expectations of the base. Idempotent."""
+    """Each ablation becomes a model of its own: the base's section with `set` applied. Idempotent."""
     cfg = copy.deepcopy(cfg)
     for name, ablation in cfg.get("ablations", {}).items():
         cfg["models"][name] = _ablation_model(cfg, ablation)
@@ -88,8 +98,7 @@ def expand_ablations(cfg: dict) -> dict:
 
 
 def _ablation_model(cfg: dict, ablation: dict) -> dict:
-    base = {k: v for k, v in cfg["models"][ablation["base"]].items() if k not in ("paper", "verify")}
-    return {**deep_merge(base, ablation["set"]), "paper": ablation.get("paper", {})}
+    return deep_merge(cfg["models"][ablation["base"]], ablation["set"])
 
 
 def run_models(cfg: dict) -> list[str]:
@@ -98,132 +107,19 @@ def run_models(cfg: dict) -> list[str]:
                                    if cfg["ablations"][a]["base"] in cfg["run"]["models"]]
 
 
-def read_yaml(path: str | Path) -> dict:
-    """A YAML mapping from a user's file (a config layer, params.yaml), or one ConfigError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path}: not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
-                          f"{e.start}); save it as UTF-8") from None
-    except RecursionError:
-        raise ConfigError(f"config file {path}: nested too deeply to be a config") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"config file {path}: not valid YAML{where} ({problem})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
-    check_size(data, f"config file {path}")
-    return data
-
-
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes no more (torch takes 2^64 - 1)
-MAX_VALUES = 100_000  # values a config may hold once its YAML aliases are expanded (the study's: about 1,500)
-
-
-def check_size(cfg: dict, what: str = "config") -> None:
-    """Refuse a config whose YAML aliases expand to more values than any config holds: nested anchors
-    multiply (eight levels of ten make 10^8), and every later check would walk them all. Counted once
-    per distinct object (an alias is the same object), so this costs what the file's size does."""
-    sizes: dict[int, int | None] = {}
-
-    def size(value) -> int:
-        if not isinstance(value, (dict, list)):
-            return 1
-        if id(value) not in sizes:
-            sizes[id(value)] = None  # being counted: met again inside itself, it is a cycle
-            items = value.values() if isinstance(value, dict) else value
-            sizes[id(value)] = min(1 + sum(size(v) for v in items), MAX_VALUES + 1)
-        elif sizes[id(value)] is None:
-            raise ConfigError(f"{what}: a YAML alias refers to a value that holds it (a cycle)")
-        return sizes[id(value)]
-
-    try:
-        total = size(cfg)
-    except RecursionError:
-        raise ConfigError(f"{what}: nested too deeply to be a config") from None
-    if total > MAX_VALUES:
-        raise ConfigError(f"{what}: its YAML aliases expand to more than {MAX_VALUES:,} values (nested anchors?); "
-                          "write the values out")
-
-
-def _key_path(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    return ".".join(parts) if parts else "(top level)"
-
-
-def _one_line(error: jsonschema.ValidationError, prefix: str = "") -> str:
-    # Prefer the deepest, most specific error (e.g. inside allOf/if-then branches).
-    error = jsonschema.exceptions.best_match([error, *error.context]) if error.context else error
-    key = _key_path(error)
-    if prefix:
-        key = prefix if key == "(top level)" else f"{prefix}.{key}"
-    message = error.message
-    if error.validator == "additionalProperties":
-        message = message.replace("Additional properties are not allowed", "unknown key")
-    if error.validator == "type" and isinstance(error.instance, str) and _number_like(error.instance):
-        message += f" (YAML reads {error.instance} as text: write it with a dot, e.g. {_with_dot(error.instance)})"
-    if error.validator == "type" and isinstance(error.instance, bool) and "string" in str(error.validator_value):
-        message += " (YAML reads yes/no/on/off/true/false as a boolean: quote it)"
-    return f"config key '{key}': {message}"
-
-
-def _number_like(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _with_dot(text: str) -> str:
-    """1e-3 -> 1.0e-3: the float YAML 1.1 (PyYAML) reads as a number."""
-    mantissa, _, exponent = text.lower().partition("e")
-    return (mantissa if "." in mantissa else mantissa + ".0") + ("e" + exponent if exponent else "")
-
-
-def validate_against(instance: dict, schema_ref: str | None = None, prefix: str = "") -> None:
-    """Validate against the whole schema, or one of its $defs (e.g. 'resolved_model')."""
-    schema = load_schema()
-    if schema_ref is not None:
-        schema = {**schema, "$ref": f"#/$defs/{schema_ref}"}
-        for key in ("type", "required", "properties", "additionalProperties"):
-            schema.pop(key, None)
-    validator = _Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-    if error is not None:
-        raise ConfigError(_one_line(error, prefix))
-    _check_finite(instance, prefix)
-
-
-def _is_strict_integer(checker, instance) -> bool:
-    """An integer is an int: 64.0 is not (JSON Schema would accept it), nor is True."""
-    return isinstance(instance, int) and not isinstance(instance, bool)
-
-
-# Draft 2020-12 with a stricter `integer`: `batch_size: 64.0` is refused, not truncated later.
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer))
-
-
-def _check_finite(value, key: str) -> None:
-    """YAML's .nan and .inf pass every numeric bound of a schema; refuse them anywhere."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key '{key or '(top level)'}': {value} is not a finite number")
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for k, v in items:
-        _check_finite(v, f"{key}.{k}" if key else str(k))
 
 
 def validate_config(cfg: dict) -> None:
     """Schema check plus the cross-references a schema cannot express."""
     check_size(cfg)
+    sections = [(f"models.{n}", m) for n, m in (cfg.get("models") or {}).items()]
+    sections += [(f"ablations.{n}", a) for n, a in (cfg.get("ablations") or {}).items()]
+    for key, section in sections:  # the schema would say "unknown key": say where it belongs
+        found = [k for k in RECORD if isinstance(section, dict) and k in section]
+        if found:
+            raise ConfigError(f"config key '{key}.{found[0]}': the study's record holds it ({cfg.get('study')}, under "
+                              f"{RECORD[found[0]]}.{key.split('.')[1]}); a run's config only says what to run")
     validate_against(cfg)
     last_seed = cfg["seed"] + cfg.get("repeats", 1) - 1
     if last_seed > MAX_SEED:
@@ -260,18 +156,6 @@ def validate_config(cfg: dict) -> None:
     for name, ablation in cfg.get("ablations", {}).items():
         base_arch = cfg["models"][ablation["base"]]["arch"]
         _check_args(f"ablations.{name}.set.args", base_arch, archs[base_arch], ablation["set"].get("args", {}))
-    for name in run_models(cfg):
-        section = cfg["models"].get(name) or deep_merge(cfg["models"][cfg["ablations"][name]["base"]],
-                                                         cfg["ablations"][name]["set"])
-        if section.get("hparams", cfg["protocol"]["hparams"]) == "paper":
-            found = paper_hparams(cfg, name)
-            missing = [key for key in ("lr", "epochs") if key not in found]
-            if missing and name in cfg["models"]:
-                raise ConfigError(f"config key 'models.{name}.paper.{missing[0]}': required by "
-                                  "'hparams: paper' but missing")
-            if missing:
-                raise ConfigError(f"config key 'ablations.{name}.paper.{missing[0]}': required by 'hparams: paper' "
-                                  f"but missing (its base '{cfg['ablations'][name]['base']}' gives none either)")
 
 
 def _check_lr_ranges(cfg: dict) -> None:
@@ -299,19 +183,37 @@ def _check_args(key: str, name: str, arch: "Architecture", args: dict) -> None:
                           f"(it takes: {', '.join(a for a in arch.args if a != 'num_classes')})")
 
 
-def paper_hparams(cfg: dict, name: str) -> dict:
-    """The reported lr and epochs that model (or ablation) `name` trains with under
-    `hparams: paper`. An ablation the study gives none for takes its base's, with
-    `from: <base>`: the ablation changes one thing, not the recipe."""
-    ablation = cfg.get("ablations", {}).get(name)
-    paper = (ablation if ablation is not None else cfg["models"][name]).get("paper", {})
-    found = {k: paper[k] for k in ("lr", "epochs") if k in paper}
-    if ablation is not None and not found:
-        base = cfg["models"][ablation["base"]].get("paper", {})
-        found = {k: base[k] for k in ("lr", "epochs") if k in base}
-        if found:
-            found["from"] = ablation["base"]
-    return found
+def hparams_plan(cfg: dict, name: str) -> dict:
+    """How model (or ablation) `name` of a completed config gets its lr and epochs, decided here and
+    nowhere else: {"hparams": "tuned", "tune": search range and budget}, or {"hparams": "paper" or
+    "fixed", "lr", "epochs"}: the study's reported ones (an ablation it reports none for takes its
+    base's, with "from": the ablation changes one thing, not the recipe), or the model's own."""
+    section = cfg["models"][name]
+    how = section.get("hparams", cfg["protocol"]["hparams"])
+    base = cfg.get("ablations", {}).get(name, {}).get("base")
+    key = f"ablations.{name}.set" if base else f"models.{name}"
+    if how == "fixed":
+        missing = [k for k in ("lr", "epochs") if k not in section]
+        if missing:
+            raise ConfigError(f"config key '{key}.{missing[0]}': required by 'hparams: fixed' but missing")
+        return {"hparams": "fixed", "lr": section["lr"], "epochs": section["epochs"]}
+    given = [k for k in ("lr", "epochs") if k in section]
+    if given:
+        raise ConfigError(f"config key '{key}.{given[0]}': taken only under 'hparams: fixed' (this model's is "
+                          f"'{how}')")
+    if how == "tuned":
+        return {"hparams": "tuned", "tune": deep_merge(cfg["protocol"]["tune"], section.get("tune", {}))}
+    record = cfg["study"].get("models", {})
+    found = {k: record[name][k] for k in ("lr", "epochs") if k in record.get(name, {})}
+    if base and not found:
+        found = {k: record[base][k] for k in ("lr", "epochs") if k in record.get(base, {})}
+        found.update({"from": base} if found else {})
+    missing = [k for k in ("lr", "epochs") if k not in found]
+    if missing:
+        nor = f" (nor for its base '{base}')" if base else ""
+        raise ConfigError(f"config key '{key}.hparams': 'paper', but the study's record reports no "
+                          f"{missing[0]} for '{name}'{nor}: add it under models.{name} there, or tune it")
+    return {"hparams": "paper", **found}
 
 
 def parse_json_arg(text: str, what: str, schema_ref: str | None = None) -> dict:

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from reprozoo.config import EXPERIMENTS, SCHEMA_PATH, ConfigError, load_config, read_yaml, run_models
+from reprozoo.architectures import models_declaring
+from reprozoo.config import EXPERIMENTS, ConfigError, load_config, run_models
 from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
-from reprozoo.architectures import models_declaring
+from reprozoo.schema import SCHEMA_PATH, STUDY_SCHEMA_PATH, read_yaml
 from reprozoo.sections import extra_test_folders, image_folders, seeds
 from reprozoo.stages import PATHS, ROOT, STAGES, Stage, log_of, rule_of
 
@@ -118,11 +119,12 @@ def render(overrides: list[str]) -> str:
     for folder in folders:
         if "${" in folder:  # DVC would substitute it
             raise ConfigError(f"'{folder}' contains '${{', which DVC would read as a variable; rename that folder")
-    schema = str(SCHEMA_PATH.relative_to(ROOT))
+    schemas = [str(p.relative_to(ROOT)) for p in (SCHEMA_PATH, STUDY_SCHEMA_PATH)]
+    record = [layer["study"] for layer in map(read_yaml, configs) if "study" in layer][-1]  # the study's record
     stages = {"resolve": {
         "cmd": " ".join(["python -m reprozoo resolve", *(f"--config {c}" for c in configs),
                          f"--experiments {EXPERIMENTS}"]),
-        "deps": [schema, "reprozoo/models", *folders],
+        "deps": [*schemas, record, "reprozoo/models", *folders],
         "params": [Flow({c: []}) for c in configs] + [Flow({EXPERIMENTS: []})],
         "outs": [Flow({d: Flow(persist=True)}) for d in ["results/config", *(f"results/{x}/config" for x in var["datasets"])]]}}
     for name, stage in STAGES.items():

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 
 from reprozoo.architectures import model_sources, registered_architectures
-from reprozoo.config import (BACKBONE_BATCH_SIZE, ConfigError, deep_merge, paper_hparams, parse_json_arg,
-                             run_models, validate_against)
+from reprozoo.config import BACKBONE_BATCH_SIZE, ConfigError, deep_merge, hparams_plan, parse_json_arg, run_models
+from reprozoo.schema import validate_against
 from reprozoo.stages import IMAGE_SIZE, PATHS
 
 TRACKS = "tracks"  # the key of a section file that is no argument of its stage
@@ -35,14 +35,11 @@ def resolve_model(cfg: dict, name: str) -> dict:
     if name not in cfg["models"]:
         raise ConfigError(f"config key 'models': unknown model '{name}' "
                           f"(defined: {', '.join(sorted(cfg['models']))})")
-    protocol = {k: v for k, v in cfg["protocol"].items() if k != "split"}
-    resolved = deep_merge(protocol, cfg["models"][name])
+    plan = ("split", "tune", "hparams", "lr", "epochs")  # the split is the dataset's; the rest, hparams_plan's
+    protocol = {k: v for k, v in cfg["protocol"].items() if k not in plan}
+    resolved = deep_merge(protocol, {k: v for k, v in cfg["models"][name].items() if k not in plan})
     resolved.setdefault("args", {})
-    # The reported numbers matter to training only under `hparams: paper` (lr, epochs);
-    # the rest of the paper block goes to the report alone, so editing it reruns only the report.
-    resolved.pop("verify", None)  # the verifier's expectations reach only the verify stage
-    resolved.pop("paper", None)
-    resolved["paper"] = paper_hparams(cfg, name) if resolved["hparams"] == "paper" else {}
+    resolved.update(hparams_plan(cfg, name))  # the lr and epochs, or the search: from the record only when paper
     if "backbone" in resolved:
         resolved["backbone"] = resolve_backbone(cfg, resolved["backbone"], normalize=False)
     resolved["objective"] = registered_architectures()[resolved["arch"]].objective
@@ -147,7 +144,8 @@ def section_files(cfg: dict) -> dict[str, dict]:
     resolved = {m: resolve_model(cfg, m) for m in models}
     sources = {m: source_digests(resolved[m]["arch"]) for m in models}
     extra = {n: s["root"] for n, s in sorted(cfg.get("extra_test", {}).items())}
-    files = {PATHS["verify_cfg"].format(model=m): {"cfg": resolved[m], "expect": cfg["models"][m].get("verify", {}),
+    record = cfg["study"]  # the study's record: what the report compares with, what verify must find
+    files = {PATHS["verify_cfg"].format(model=m): {"cfg": resolved[m], "expect": record.get("verify", {}).get(m, {}),
                                                    TRACKS: sources[m]} for m in models}
     for d in cfg["run"]["datasets"]:
         dataset = resolve_dataset(cfg, d)
@@ -165,8 +163,8 @@ def section_files(cfg: dict) -> dict[str, dict]:
         for b in sorted({resolved[m]["backbone"]["name"] for m in models if "backbone" in resolved[m]}):
             files[PATHS["backbone_cfg"].format(dataset=d, backbone=b)] = {"spec": resolve_backbone(cfg, b)}
         files[PATHS["report_cfg"].format(dataset=d)] = {
-            "dataset": dataset, "runs": runs, "papers": {m: cfg["models"][m].get("paper", {}) for m in models},
-            "study": cfg.get("study", {}), "ablations": {m: cfg["ablations"][m] for m in models
+            "dataset": dataset, "runs": runs, "papers": {m: record.get("models", {}).get(m, {}) for m in models},
+            "study": {k: v for k, v in record.items() if k not in ("models", "verify")}, "ablations": {m: cfg["ablations"][m] for m in models
                                                          if m in cfg.get("ablations", {})}}
     return files
 

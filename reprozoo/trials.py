@@ -69,18 +69,23 @@ def workers_from_env(device: torch.device | None = None) -> int:
     return workers
 
 
+def search_space(lr_log_range) -> dict:
+    """The study's search space, the one both paths search: lr log-uniform over [e^lo, e^hi]."""
+    lo, hi = lr_log_range
+    return {"lr": hp.loguniform("lr", lo, hi)}
+
+
 def startup_lrs(lr_log_range, max_evals: int, seed: int) -> list[float]:
     """The lrs `fmin(tpe.suggest, rstate=default_rng(seed))` gives its first `max_evals` trials."""
     if max_evals > STARTUP_TRIALS:
         raise ValueError(f"max_evals {max_evals} > {STARTUP_TRIALS} start-up trials: the draws depend on losses")
-    lo, hi = lr_log_range
     lrs: list[float] = []
 
     def record(params: dict) -> dict:
         lrs.append(float(params["lr"]))
         return {"status": STATUS_OK, "loss": 0.0}  # never read: TPE is still drawing from the prior
 
-    fmin(record, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=max_evals, trials=Trials(),
+    fmin(record, search_space(lr_log_range), algo=tpe.suggest, max_evals=max_evals, trials=Trials(),
          rstate=np.random.default_rng(seed), show_progressbar=False)
     return lrs
 

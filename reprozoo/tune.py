@@ -2,8 +2,9 @@
 
 Each trial trains a fresh model (same seeded init, so only lr differs) for up
 to `tune.max_epochs` with early stopping on tune-val loss; the best trial's lr
-and best epoch become the final training's lr and epochs. With `hparams: paper`
-the reported lr and epochs are used instead and no trial runs.
+and best epoch become the final training's lr and epochs. With `hparams: paper` (the
+study's reported lr and epochs) or `fixed` (the model's own) no trial runs: best.json
+holds those.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, tpe
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
 from hyperopt.exceptions import AllTrialsFailed
 
 from reprozoo.data import labelled_mask, model_inputs, read_split
@@ -57,11 +58,10 @@ def all_failed(name: str, failures: list[Diverged], t: dict) -> str:
 
 
 def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, features_path=None) -> dict:
-    if cfg["hparams"] == "paper":
-        paper = cfg["paper"]
-        best = {"source": f"paper ({paper['from']}'s)" if "from" in paper else "paper",
-                "lr": paper["lr"], "epochs": paper["epochs"]}
-        log.info("%s: hparams: paper -> lr %.3g, %d epochs (no tuning)", cfg["name"], best["lr"], best["epochs"])
+    if cfg["hparams"] != "tuned":  # the plan gives the lr and epochs (reprozoo/config.py, hparams_plan)
+        source = f"paper ({cfg['from']}'s)" if "from" in cfg else cfg["hparams"]
+        best = {"source": source, "lr": cfg["lr"], "epochs": cfg["epochs"]}
+        log.info("%s: hparams: %s -> lr %.3g, %d epochs (no tuning)", cfg["name"], source, best["lr"], best["epochs"])
         write_csv(trials_path, pd.DataFrame(columns=TRIAL_COLUMNS), index=False)
         write_json(best_path, best)
         return best
@@ -105,7 +105,7 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
                 finished(rows[-1], result)
                 return result
 
-            fmin(replay_or_train, {"lr": hp.loguniform("lr", lo, hi)}, algo=tpe.suggest, max_evals=t["max_evals"],
+            fmin(replay_or_train, concurrent.search_space((lo, hi)), algo=tpe.suggest, max_evals=t["max_evals"],
                  trials=Trials(), rstate=np.random.default_rng(cfg["seed"]),
                  show_progressbar=sys.stdout.isatty())  # hyperopt draws its bar on stdout
             search = "sequential"

@@ -12,7 +12,7 @@ REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
 from reprozoo import runlock
 from reprozoo.architectures import models_declaring
-from reprozoo.config import expand_ablations, run_models, validate_config, with_experiments
+from reprozoo.config import EXPERIMENTS, complete, run_models
 from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
 from reprozoo.resolve import resolve
@@ -23,9 +23,9 @@ from reprozoo.stages import PATHS, REPORT_MODULES, STAGES
 # another run in this folder reads it (reprozoo/runlock.py; `onstart` takes the folder for a run).
 # Job processes (a cluster job reads the Snakefile too) write nothing.
 try:
-    config.update(with_experiments(config, missing_ok=True))  # params.yaml: DVC experiments' layer, if any
-    validate_config(config)
-    config.update(expand_ablations(config))  # each ablation becomes a model with its own jobs
+    # params.yaml (DVC experiments' layer) if any, the run validated, the study's record read,
+    # ablations expanded, each model's plan settled: as every reader of a config does
+    config.update(complete(config, EXPERIMENTS if os.path.isfile(EXPERIMENTS) else None))
     if workflow.is_main_process:
         resolve(config, "check")
     else:

@@ -179,8 +179,11 @@ def test_the_study_config_lists_claims_of_every_kind(study_cfg):
 
 
 def test_a_bad_claim_is_one_line(tmp_path):
+    """Claims are the study's record (config/study.yaml), checked against its schema before any job."""
+    record = yaml.safe_load((ROOT / "config/study.yaml").read_text())
+    record["claims"] = [{"id": "x", "says": "y", "check": "accuracy_above", "above": ["cnn"]}]
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(record))
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"study": {"claims": [{"id": "x", "says": "y", "check": "accuracy_above",
-                                                          "above": ["cnn"]}]}}))
-    with pytest.raises(ConfigError, match="config key 'study.claims.0': 'below' is a required property"):
+    path.write_text(yaml.safe_dump({"study": str(tmp_path / "study.yaml")}))
+    with pytest.raises(ConfigError, match="key 'claims.0': 'below' is a required property"):
         load_config(ROOT / "config.yaml", path)

@@ -13,18 +13,21 @@ def test_study_config_is_the_published_study(study_cfg):
     assert study_cfg["protocol"]["batch_size"] == 128
     assert study_cfg["protocol"]["tune"] == {"max_evals": 20, "max_epochs": 50, "patience": 5,
                                              "lr_log_range": [-10, -4]}
-    papers = {m: study_cfg["models"][m]["paper"] for m in ("mlp", "cnn", "resnet18")}
+    papers = {m: study_cfg["study"]["models"][m] for m in ("mlp", "cnn", "resnet18")}  # the record's
     assert papers["mlp"]["accuracy"] == 54.44 and papers["cnn"]["accuracy"] == 77.33
     assert papers["resnet18"]["lr"] == 2.787e-3 and papers["resnet18"]["epochs"] == 8
 
 
 def test_every_shipped_override_is_listed_and_valid_as_its_readme_runs_it():
-    """config/README.md's table names each file of config/ with a command; that command's
-    --configfile list, over config.yaml, passes validation (a renamed key would fail here)."""
-    rows = [line.split("|") for line in (ROOT / "config/README.md").read_text().splitlines()
-            if line.startswith("| `") and line.endswith("` |")]
+    """config/README.md's table names each override in config/ with a command; that command's
+    --configfile list, over config.yaml, passes validation (a renamed key would fail here). The
+    study's record (config.yaml's `study:`) is no override: the README says what it is."""
+    readme = (ROOT / "config/README.md").read_text()
+    rows = [line.split("|") for line in readme.splitlines() if line.startswith("| `") and line.endswith("` |")]
     listed = {row[1].strip().strip("`"): row[3].strip().strip("`") for row in rows}
-    shipped = sorted(p.name for p in (ROOT / "config").glob("*.yaml"))
+    record = yaml.safe_load((ROOT / "config.yaml").read_text())["study"]
+    assert record == "config/study.yaml" and "`study.yaml`" in readme
+    shipped = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "study.yaml")
     assert shipped and all(name in listed for name in shipped), (shipped, sorted(listed))
     for name in shipped:
         files = listed[name].split("--configfile")[1].split()
@@ -36,10 +39,16 @@ def test_every_shipped_override_is_listed_and_valid_as_its_readme_runs_it():
 def test_resolved_model_holds_only_its_own_section(study_cfg):
     mlp = resolve_model(study_cfg, "mlp")
     assert mlp["args"] == {"hidden": [512, 256]} and mlp["batch_size"] == 128 and mlp["seed"] == 3407
-    assert mlp["paper"] == {}  # reported numbers reach training only under hparams: paper
+    assert mlp["hparams"] == "tuned" and "lr" not in mlp and mlp["tune"]["max_evals"] == 20  # the search, no lr
     cfg = {**study_cfg, "models": {**study_cfg["models"], "mlp": {**study_cfg["models"]["mlp"], "hparams": "paper"}}}
-    assert resolve_model(cfg, "mlp")["paper"] == {"lr": 5.6e-5, "epochs": 13}
+    paper = resolve_model(cfg, "mlp")
+    assert (paper["hparams"], paper["lr"], paper["epochs"]) == ("paper", 5.6e-5, 13)  # the record's
+    assert "tune" not in paper
     assert resolve_model(cfg, "cnn") == resolve_model(study_cfg, "cnn")
+    fixed = {**cfg, "models": {**cfg["models"], "mlp": {**cfg["models"]["mlp"], "hparams": "fixed", "lr": 1e-4,
+                                                        "epochs": 3}}}
+    assert {k: resolve_model(fixed, "mlp")[k] for k in ("hparams", "lr", "epochs")} == {
+        "hparams": "fixed", "lr": 1e-4, "epochs": 3}
 
 
 BAD = [
@@ -74,7 +83,12 @@ def test_hparams_paper_needs_reported_lr(tmp_path):
     path = tmp_path / "o.yaml"
     path.write_text(yaml.safe_dump({"models": {"extra": {"arch": "mlp", "hparams": "paper"}},
                                     "run": {"models": ["extra"]}}))
-    with pytest.raises(ConfigError, match="models.extra.paper.lr"):
+    with pytest.raises(ConfigError, match=r"models.extra.hparams': 'paper', but the study's record reports no lr "
+                                          r"for 'extra'"):
+        load_config(ROOT / "config.yaml", path)
+    path.write_text(yaml.safe_dump({"models": {"extra": {"arch": "mlp", "hparams": "fixed", "lr": 1e-3}},
+                                    "run": {"models": ["extra"]}}))
+    with pytest.raises(ConfigError, match="models.extra.epochs': required by 'hparams: fixed'"):
         load_config(ROOT / "config.yaml", path)
 
 
@@ -87,21 +101,26 @@ def test_ablations_under_hparams_paper_take_their_bases_reported_lr(tmp_path):
                                             "ablations": ["cnn_nobn", "resnet18_noresidual"]},
                                     "models": {"vae": {"hparams": "tuned"}}}))
     cfg = expand_ablations(load_config(ROOT / "config.yaml", path))
-    base = cfg["models"]["cnn"]["paper"]
-    assert resolve_model(cfg, "cnn_nobn")["paper"] == {"lr": base["lr"], "epochs": base["epochs"], "from": "cnn"}
-    assert resolve_model(cfg, "cnn")["paper"] == {"lr": base["lr"], "epochs": base["epochs"]}
+    base = cfg["study"]["models"]["cnn"]
+
+    def plan(name):
+        return {k: v for k, v in resolve_model(cfg, name).items() if k in ("lr", "epochs", "from")}
+
+    assert plan("cnn_nobn") == {"lr": base["lr"], "epochs": base["epochs"], "from": "cnn"}
+    assert plan("cnn") == {"lr": base["lr"], "epochs": base["epochs"]}
     # what the stages receive (--model JSON) passes their schema check, `from` included
     import json
     from reprozoo.config import parse_json_arg
     resolved = resolve_model(cfg, "resnet18_noresidual")
-    assert parse_json_arg(json.dumps(resolved), "--model", "resolved_model")["paper"]["from"] == "resnet18"
+    assert parse_json_arg(json.dumps(resolved), "--model", "resolved_model")["from"] == "resnet18"
     # an ablation whose base reports nothing is a config error naming the ablation
     path.write_text(yaml.safe_dump({"protocol": {"hparams": "paper"},
                                     "run": {"models": ["vae"], "ablations": ["vae_small"]},
                                     "models": {"vae": {"hparams": "tuned"}},
                                     "ablations": {"vae_small": {"base": "vae", "what": "z", "set": {
                                         "hparams": "paper", "args": {"z_dim": 8}}}}}))
-    with pytest.raises(ConfigError, match=r"ablations.vae_small.paper.lr.*base 'vae'"):
+    with pytest.raises(ConfigError, match=r"ablations.vae_small.set.hparams'.*no lr for 'vae_small' \(nor for "
+                                          r"its base 'vae'\)"):
         load_config(ROOT / "config.yaml", path)
 
 

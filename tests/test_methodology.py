@@ -26,13 +26,14 @@ def test_every_model_carries_a_paper_spec(study_cfg):
     assert study["reported"]["batch_size"] == 128 and study["reported"]["optimizer"] == "Adam"
     assert any("betas" in a for a in study["assumptions"]) and study["missing"]
     for name in study_cfg["run"]["models"]:
-        assert "paper" in study_cfg["models"][name], name
-    assert study_cfg["models"]["vit_tiny"]["paper"]["batch_size"] == 128
+        assert name in study["models"], name  # the study's record (config/study.yaml), not the run's config
+        assert "paper" not in study_cfg["models"][name] and "verify" not in study_cfg["models"][name], name
+    assert study["models"]["vit_tiny"]["batch_size"] == 128
 
 
 # The study prints one "Results" block per trained model, in this order (ViT twice: the
 # tiny one, then the frozen ViT-B/16). tests/data/study_results.yaml keeps their numbers
-# in the repository; each must be the config's `paper:`.
+# in the repository; each must be the study's record (config/study.yaml).
 STUDY_RESULTS = ROOT / "tests/data/study_results.yaml"
 # The study's own text, where a checkout has it beside itself: then the copy is checked too.
 STUDY_TEXT = ROOT.parent / "shared/seeds/002_db44b60538d920b0.txt"
@@ -47,26 +48,26 @@ def study_results() -> dict:
 
 
 def test_reported_numbers_are_the_studys_own(study_cfg):
-    """Every reported number in config.yaml against the study's printed results, block by block;
+    """Every reported number in the study's record against its printed results, block by block;
     this caught resnet18 carrying the fine-tuned run's 89.06% instead of its own 83.46%."""
     printed = study_results()
     assert [b["model"] for b in printed["results"]] == ["mlp", "cnn", "resnet18", "resnet18_pretrained",
                                                          "vit_tiny", "vit_b16_probe", "patch_lstm"]
     for block in printed["results"]:
-        paper = study_cfg["models"][block["model"]]["paper"]
+        paper = study_cfg["study"]["models"][block["model"]]
         assert f"{paper['lr']:.6f}" == block["best_lr"] and paper["epochs"] == block["best_epochs"], block["model"]
         assert paper["params"] == int(block["total_params"].replace(",", "")), block["model"]
         assert paper["accuracy"] == float(block["test_accuracy"]), block["model"]
         assert paper["loss"] == float(block["test_loss"]), block["model"]
         assert parse_duration(paper["time"]) == parse_duration(block["duration"]), block["model"]
     for name, numbers in printed["ablations"].items():
-        paper = study_cfg["ablations"][name]["paper"]
+        paper = study_cfg["study"]["models"][name]
         assert (paper["loss"], paper["accuracy"]) == (float(numbers["test_loss"]), float(numbers["test_accuracy"]))
 
 
 def test_a_wrong_reported_number_is_caught(study_cfg):
     cfg = json.loads(json.dumps(study_cfg))
-    cfg["models"]["resnet18"]["paper"]["accuracy"] = 89.06
+    cfg["study"]["models"]["resnet18"]["accuracy"] = 89.06
     with pytest.raises(AssertionError, match="resnet18"):
         test_reported_numbers_are_the_studys_own(cfg)
 
@@ -86,9 +87,19 @@ def test_the_kept_copy_is_the_studys_text():
 
 
 def test_paper_spec_is_schema_validated(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"models": {"mlp": {"paper": {"assumptions": "one string"}}}}))
-    with pytest.raises(ConfigError, match="config key 'models.mlp.paper.assumptions': 'one string' is not of type"):
+    """The study's record has its own schema (workflow/schemas/study.schema.yaml); a run's config that
+    carries reported numbers is told where they belong."""
+    record = yaml.safe_load((ROOT / "config/study.yaml").read_text())
+    record["models"]["mlp"]["assumptions"] = "one string"
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(record))
+    path = tmp_path / "other-record.yaml"
+    path.write_text(yaml.safe_dump({"study": str(tmp_path / "study.yaml")}))
+    with pytest.raises(ConfigError, match=rf"study record {tmp_path}/study.yaml: key 'models.mlp.assumptions': "
+                                          "'one string' is not of type"):
+        load_config(ROOT / "config.yaml", path)
+    path.write_text(yaml.safe_dump({"models": {"mlp": {"paper": {"accuracy": 60.0}}}}))
+    with pytest.raises(ConfigError, match=r"config key 'models.mlp.paper': the study's record holds it "
+                                          r"\(config/study.yaml, under models.mlp\)"):
         load_config(ROOT / "config.yaml", path)
 
 
@@ -98,7 +109,7 @@ def test_paper_spec_is_schema_validated(tmp_path):
                                    "patch_lstm", "vae", "vae_4000", "acgan", "acgan_4000", "cnn_nobn",
                                    "vit_tiny_heads3", "resnet18_noresidual"])
 def test_every_model_verifies(study_cfg, model, tmp_path):
-    record = verify(resolve_model(study_cfg, model), tmp_path / "v.json", study_cfg["models"][model].get("verify"))
+    record = verify(resolve_model(study_cfg, model), tmp_path / "v.json", study_cfg["study"]["verify"].get(model))
     assert record["passed"] and json.loads((tmp_path / "v.json").read_text())["passed"]
     assert all(not (m["nan"] or m["inf"]) for m in record["modules"])
     assert all(r["max_abs_diff"] <= 1e-4 and r["cosine"] >= 0.99999 for r in record["reference"])
@@ -106,7 +117,7 @@ def test_every_model_verifies(study_cfg, model, tmp_path):
 
 def test_references_cover_what_the_issue_names(study_cfg, tmp_path):
     checks = {m: [r["check"] for r in verify(resolve_model(study_cfg, m), tmp_path / f"{m}.json",
-                                              study_cfg["models"][m].get("verify"))["reference"]]
+                                              study_cfg["study"]["verify"].get(m))["reference"]]
               for m in ("resnet18", "vit_tiny", "patch_lstm")}
     assert "layer4 vs torchvision resnet18.layer4" in checks["resnet18"]
     assert "encoder.layers.3 vs nn.TransformerEncoderLayer (copied weights)" in checks["vit_tiny"]
@@ -228,9 +239,9 @@ def test_a_changed_architecture_makes_even_params_not_comparable():
 def test_ablations_are_models_of_their_own(study_cfg):
     assert run_models(study_cfg)[-4:] == ["cnn_nobn", "vit_tiny_heads3", "vit_tiny_patch4", "resnet18_noresidual"]
     heads3 = resolve_model(study_cfg, "vit_tiny_heads3")
-    assert heads3["args"]["heads"] == 3 and heads3["args"]["dim"] == 192 and heads3["paper"] == {}
-    assert study_cfg["models"]["vit_tiny_heads3"]["paper"]["accuracy"] == 69.17
-    assert "verify" not in study_cfg["models"]["cnn_nobn"]
+    assert heads3["args"]["heads"] == 3 and heads3["args"]["dim"] == 192 and heads3["hparams"] == "tuned"
+    assert study_cfg["study"]["models"]["vit_tiny_heads3"]["accuracy"] == 69.17
+    assert "cnn_nobn" not in study_cfg["study"]["verify"]
 
 
 def test_resnet_without_residuals_drops_the_shortcuts():

@@ -120,7 +120,7 @@ def _outputs(tmp_path):
 
 def test_training_at_lr_1000_fails_with_one_line_and_writes_nothing(tiny_cfg, digits_npz, digits_split, tmp_path):
     """The issue's second case: hparams: paper at lr 1000 used to report 9.72% at loss 9.7e11."""
-    cfg = mlp(tiny_cfg, hparams="paper", paper={"lr": 1000, "epochs": 2})
+    cfg = mlp(tiny_cfg, hparams="paper", lr=1000, epochs=2)
     tune(cfg, digits_npz, digits_split, tmp_path / "t.csv", tmp_path / "best.json", CPU)   # paper: no trials
     weights, history, run = _outputs(tmp_path)
     result = run_cli("train", "--model-json", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,

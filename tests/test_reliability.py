@@ -68,7 +68,7 @@ BAD_CONFIGS = {
                                         "config key 'models.mlp.tune.lr_log_range'"),
     "NaN bound": ("protocol:\n  tune:\n    lr_log_range: [.nan, -8]\n",
                   "config key 'protocol.tune.lr_log_range.0': nan is not a finite number"),
-    "infinite lr": ("models:\n  mlp:\n    paper: {lr: .inf}\n", "config key 'models.mlp.paper.lr'"),
+    "infinite lr": ("models:\n  mlp:\n    hparams: fixed\n    lr: .inf\n    epochs: 3\n", "config key 'models.mlp.lr'"),
     "float batch size": ({"protocol": {"batch_size": 64.0}},
                          "config key 'protocol.batch_size': 64.0 is not of type 'integer'"),
     "boolean epochs": ({"protocol": {"tune": {"max_epochs": True}}}, "config key 'protocol.tune.max_epochs'"),

@@ -68,7 +68,7 @@ def test_real_divergence_at_absurd_lr_fails_cleanly(demo_cfg, digits_npz, digits
 
 
 def test_hparams_paper_skips_tuning(demo_cfg, digits_npz, digits_split, tmp_path):
-    cfg = tiny_model_cfg(demo_cfg, "cnn", hparams="paper", paper={"lr": 1.99e-4, "epochs": 16})
+    cfg = tiny_model_cfg(demo_cfg, "cnn", hparams="paper", lr=1.99e-4, epochs=16)
     best = tune(cfg, digits_npz, digits_split, tmp_path / "t.csv", tmp_path / "b.json", CPU)
     assert best == {"source": "paper", "lr": 1.99e-4, "epochs": 16}
     assert pd.read_csv(tmp_path / "t.csv").empty
