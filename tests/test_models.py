@@ -81,9 +81,10 @@ def test_output_shape_and_param_count(arch, study_cfg):
     out = model.eval()(batch(arch, 4))
     assert out.shape == (4, 10)
     assert count_parameters(model) == EXPECTED_PARAMS[arch]
+    reported = study_cfg["study"]["models"]
     for name, section in study_cfg["models"].items():
-        if section["arch"] == arch and "params" in section.get("paper", {}):
-            assert count_parameters(make(arch, **section.get("args", {}))) == section["paper"]["params"], name
+        if section["arch"] == arch and "params" in reported.get(name, {}):
+            assert count_parameters(make(arch, **section.get("args", {}))) == reported[name]["params"], name
 
 
 @pytest.mark.parametrize("arch", list_models())
