@@ -18,9 +18,10 @@ Two stages, as the pipeline runs them:
 
 Prints images/s (training images per second of wall time, evaluation included)
 for both and the ratio ours / study. With `--workers N` (default: what `tune`
-uses, REPROZOO_TUNE_WORKERS or 4 on a GPU, 1 on CPU) above 1, a third line times
-our tune stage as `tune` runs it: the trials N at a time (spawned on CUDA, forked
-on CPU), process start-up included.
+uses, REPROZOO_TUNE_WORKERS or 4 on a GPU, on CPU as many as `--threads` hold at
+protocol.threads each) above 1, a third line times our tune stage as `tune` runs
+it: the trials N at a time (spawned on CUDA, forked on CPU, each at `--threads` /
+N threads), process start-up included.
 
     python benchmarks/seed_loop.py --models mlp --images 640 --epochs 1 --trials 2   # CPU smoke size
     python benchmarks/seed_loop.py --models cnn resnet18 --images 50000 --test-images 10000 \\
@@ -117,7 +118,8 @@ def main() -> None:
     add_device_options(p)
     args = p.parse_args()
     device = device_from(args)
-    workers = args.workers or concurrent.workers_from_env(device)
+    threads = torch.get_num_threads()
+    workers = args.workers or concurrent.workers_from_env(device, load_config(CONFIG)["protocol"]["threads"], threads)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     cfg_all = load_config(CONFIG)
 
@@ -163,7 +165,7 @@ def main() -> None:
             if stage == "tune" and min(workers, len(runs)) > 1:
                 build = (bench_objective, (run_cfg, xt, yt, xv, yv, args.epochs, device))
                 start = time.perf_counter()
-                how = concurrent.run(build, [], runs, workers, device)
+                how = concurrent.run(build, [], runs, workers, device, threads=max(1, threads // workers))
                 sync()
                 together = seen / (time.perf_counter() - start)
                 print(f"{name:10s} {stage:5s} study {study:10.1f} images/s   ours {together:10.1f} images/s   "

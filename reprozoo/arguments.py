@@ -48,7 +48,6 @@ def add_stage(sub, name: str, stage: Stage) -> None:
         p.add_argument(flag(o), type=opt.type, default=opt.default, help=opt.help)
     if stage.compute:
         p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-        p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--log", metavar="PATH", help="write everything the stage prints to this file (replaced each "
                                                  "run); only a failure's one-line reason goes to the terminal")
 

@@ -83,10 +83,10 @@ def run_stage(args: argparse.Namespace) -> None:
     kwargs = stage_arguments(args, STAGES[args.stage], run)
     if not os.environ.get(runlock.RUN_ENV) and in_results(kwargs.values()):  # not a job of a Snakemake run
         runlock.begin("stage", {}, write_text)  # shared with other stages; refused beside a run
-    if STAGES[args.stage].compute:
+    if STAGES[args.stage].compute:  # torch's threads: the section's, so that both engines compute the same sums
         from reprozoo.engine import pick_device
 
-        kwargs["device"] = pick_device(args.device, args.threads)
+        kwargs["device"] = pick_device(args.device, (kwargs.get("cfg") or kwargs["spec"])["threads"])
     run(**kwargs)
 
 

@@ -15,8 +15,7 @@ same command, files and log. Two differences, both by design:
 
 tests/test_dvc.py checks that DVC reads from this file exactly the jobs, commands, inputs and
 outputs Snakemake plans. The file holds one configuration at a time (config.yaml and the
-overrides named in its header): results/verify/ does not depend on the dataset, so two
-configurations cannot share a repository's DVC pipeline.
+overrides named in its header); every file of a run sits in its dataset's folder.
 """
 from __future__ import annotations
 
@@ -82,7 +81,7 @@ def _matrix(name: str, stage: Stage, models: str) -> dict:
 def _stage(name: str, models: str | None = None, backbone: str | None = None) -> dict:
     stage = STAGES[name]
     log = _fill(log_of(name), stage)
-    command = [name, *(f"--{n} ${{item.{n}}}" for n in stage.names), *(["--threads 0"] * stage.compute)]
+    command = [name, *(f"--{n} ${{item.{n}}}" for n in stage.names)]
     deps = [_fill(PATHS[stage.section], stage)]
     deps += [_fill(PATHS[f], stage, backbone, _study_seed_only(f)) for f in stage.inputs if f != "features" or backbone]
     deps += list(dict.fromkeys(_folder(f, stage) for f in stage.each_run + stage.each_model))
@@ -126,7 +125,7 @@ def render(overrides: list[str]) -> str:
                          f"--experiments {EXPERIMENTS}"]),
         "deps": [*schemas, record, "reprozoo/models", *folders],
         "params": [Flow({c: []}) for c in configs] + [Flow({EXPERIMENTS: []})],
-        "outs": [Flow({d: Flow(persist=True)}) for d in ["results/config", *(f"results/{x}/config" for x in var["datasets"])]]}}
+        "outs": [Flow({f"results/{d}/config": Flow(persist=True)}) for d in var["datasets"]]}}
     for name, stage in STAGES.items():
         if "model" not in stage.names:
             if all(var.get(f"{n}s") for n in stage.names if n != "seed"):  # cache-features: when a model has a backbone

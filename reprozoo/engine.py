@@ -49,10 +49,8 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def pick_device(name: str = "auto", threads: int = 0) -> torch.device:
-    """The torch device `name` (auto: cuda if available), and `threads` CPU threads for torch (0: its default)."""
-    if threads < 0:
-        raise UserError(f"--threads {threads}: give 0 (torch's default) or a number of CPU threads")
+def pick_device(name: str = "auto", threads: int | None = None) -> torch.device:
+    """The torch device `name` (auto: cuda if available); `threads` CPU threads for torch where given."""
     if threads:
         torch.set_num_threads(threads)
     if name == "auto":

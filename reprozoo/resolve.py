@@ -22,8 +22,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from reprozoo import runlock
-from reprozoo.config import load_config, run_models
+from reprozoo.config import EXPERIMENTS, load_config, run_models
 from reprozoo.io import write_text
+from reprozoo.schema import read_yaml
 from reprozoo.sections import models_in, resolve_model, section_texts, source_digests
 
 CHECK = Path(__file__).parent / "models" / "check.py"
@@ -68,8 +69,22 @@ def resolve(cfg: dict, role: str) -> list[str]:
 def check_config(path: str, *overrides: str, model: str | None = None) -> str:
     """`check-config`: what a DAG build checks (the config, its image trees, every model built once),
     writing nothing; then the resolved plan, or models.<model> as its stages get it."""
-    cfg = load_config(path, *overrides)
+    experiments = EXPERIMENTS if Path(EXPERIMENTS).is_file() else None  # as Snakemake and DVC apply it
+    cfg = load_config(path, *overrides, experiments=experiments)
     if model:
         return json.dumps(resolve_model(cfg, model), indent=2, sort_keys=True)
     check_models(models_in(cfg, list(section_texts(cfg))))
-    return f"config OK: datasets {cfg['run']['datasets']} x models {run_models(cfg)}"
+    settings = experiment_settings(read_yaml(experiments)) if experiments else []
+    note = f"; {EXPERIMENTS} (the experiment file) sets {', '.join(settings)}" if settings else ""
+    return f"config OK: datasets {cfg['run']['datasets']} x models {run_models(cfg)}{note}"
+
+
+def experiment_settings(layer: dict, prefix: str = "") -> list[str]:
+    """The values an experiment file sets, as `mlp.lr=0.0001` (an empty section sets nothing)."""
+    found = []
+    for key, value in layer.items():
+        if isinstance(value, dict):
+            found += experiment_settings(value, f"{prefix}{key}.")
+        else:
+            found.append(f"{prefix}{key}={json.dumps(value)}")
+    return found

@@ -247,7 +247,7 @@ def read_predictions(path, metrics_path, m: dict, confusion_path=None,
 
 
 def read_verify(path, model: str | None) -> dict:
-    """results/verify/<model>.json as verify writes it (for `model`, where known)."""
+    """results/<dataset>/verify/<model>.json as verify writes it (for `model`, where known)."""
     v = read_json_object(path, "verify")
     require(path, v, "model", lambda x: isinstance(x, str) and x == (model or x),
             "a model's name" + (f", {model!r}" if model else ""), "verify")

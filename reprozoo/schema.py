@@ -94,7 +94,11 @@ def _one_line(error: jsonschema.ValidationError, prefix: str = "") -> str:
     if error.validator == "additionalProperties":
         message = message.replace("Additional properties are not allowed", "unknown key")
     if error.validator == "type" and isinstance(error.instance, str) and _number_like(error.instance):
-        message += f" (YAML reads {error.instance} as text: write it with a dot, e.g. {_with_dot(error.instance)})"
+        if error.instance.lstrip("+-").isdigit():  # no YAML reads 2 as text; `snakemake --config a={b: 2}` does
+            message += " (a number read as text: `snakemake --config` reads values inside {...} as text; " \
+                       "set it in a config file given with --configfile)"
+        else:
+            message += f" (YAML reads {error.instance} as text: write it with a dot, e.g. {_with_dot(error.instance)})"
     if error.validator == "type" and isinstance(error.instance, bool) and "string" in str(error.validator_value):
         message += " (YAML reads yes/no/on/off/true/false as a boolean: quote it)"
     return f"config key '{key}': {message}"

@@ -41,20 +41,21 @@ def resolve_model(cfg: dict, name: str) -> dict:
     resolved.setdefault("args", {})
     resolved.update(hparams_plan(cfg, name))  # the lr and epochs, or the search: from the record only when paper
     if "backbone" in resolved:
-        resolved["backbone"] = resolve_backbone(cfg, resolved["backbone"], normalize=False)
+        resolved["backbone"] = resolve_backbone(cfg, resolved["backbone"], own_section=False)
     resolved["objective"] = registered_architectures()[resolved["arch"]].objective
     resolved["name"] = name
     resolved["seed"] = cfg["seed"]
     return resolved
 
 
-def resolve_backbone(cfg: dict, name: str, normalize: bool = True) -> dict:
-    """What cached features depend on: the backbone and the input normalisation, nothing else (a
-    model's section holds its normalisation beside its backbone's)."""
+def resolve_backbone(cfg: dict, name: str, own_section: bool = True) -> dict:
+    """What cached features depend on: the backbone, the input normalisation and the CPU threads,
+    nothing else (a model's section holds the latter two beside its backbone's)."""
     if name not in cfg.get("backbones", {}):
         raise ConfigError(f"config key 'backbones': unknown backbone '{name}'")
     spec = {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **cfg["backbones"][name]}
-    return {**spec, "normalize": cfg["protocol"]["normalize"]} if normalize else spec
+    protocol = cfg["protocol"]
+    return {**spec, "normalize": protocol["normalize"], "threads": protocol["threads"]} if own_section else spec
 
 
 def resolve_dataset(cfg: dict, name: str) -> dict:
@@ -76,15 +77,18 @@ def section_from_json(kind: str, text: str) -> dict:
     if kind == "model":
         return parse_json_arg(text, what, "resolved_model")
     value = parse_json_arg(text, what)
-    name, normalize = value.pop("name", None), value.pop("normalize", None) if kind == "backbone" else None
+    name = value.pop("name", None)
+    protocol = {k: value.pop(k, None) for k in ("normalize", "threads")} if kind == "backbone" else {}
     if not name:
         raise ConfigError(f"{what}: missing key 'name'")
     validate_against(value, kind, prefix=what)
     if kind == "dataset":
         return dataset_section(name, value)
-    if not normalize:
-        raise ConfigError(f"{what}: needs 'normalize' besides the backbone section")
-    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **value, "normalize": normalize}
+    if not all(protocol.values()):
+        raise ConfigError(f"{what}: needs 'normalize' and 'threads' besides the backbone section")
+    for key, setting in protocol.items():
+        validate_against(setting, f"protocol_keys/{key}", prefix=f"{what}.{key}")
+    return {"name": name, "batch_size": BACKBONE_BATCH_SIZE, **value, **protocol}
 
 
 def seeds(cfg: dict) -> list[int]:
@@ -145,8 +149,7 @@ def section_files(cfg: dict) -> dict[str, dict]:
     sources = {m: source_digests(resolved[m]["arch"]) for m in models}
     extra = {n: s["root"] for n, s in sorted(cfg.get("extra_test", {}).items())}
     record = cfg["study"]  # the study's record: what the report compares with, what verify must find
-    files = {PATHS["verify_cfg"].format(model=m): {"cfg": resolved[m], "expect": record.get("verify", {}).get(m, {}),
-                                                   TRACKS: sources[m]} for m in models}
+    files = {}
     for d in cfg["run"]["datasets"]:
         dataset = resolve_dataset(cfg, d)
         folders = image_folders(cfg, d)
@@ -158,6 +161,8 @@ def section_files(cfg: dict) -> dict[str, dict]:
         files[PATHS["split_cfg"].format(dataset=d)] = {**cfg["protocol"]["split"], "seed": cfg["seed"]}
         for m in models:
             files[PATHS["model_cfg"].format(dataset=d, model=m)] = {"cfg": resolved[m], TRACKS: sources[m]}
+            files[PATHS["verify_cfg"].format(dataset=d, model=m)] = {
+                "cfg": resolved[m], "expect": record.get("verify", {}).get(m, {}), TRACKS: sources[m]}
             files[PATHS["evaluate_cfg"].format(dataset=d, model=m)] = {
                 "cfg": resolved[m], "extra_tests": extra, TRACKS: {**sources[m], **extra_trees}}
         for b in sorted({resolved[m]["backbone"]["name"] for m in models if "backbone" in resolved[m]}):

@@ -20,6 +20,7 @@ This module imports neither torch nor Snakemake: the Snakefile reads it at parse
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +40,7 @@ PATHS = {
     "model_cfg": f"{R}/config/model-{{model}}.json",
     "evaluate_cfg": f"{R}/config/evaluate-{{model}}.json",
     "report_cfg": f"{R}/config/report.json",
-    "verify_cfg": "results/config/verify-{model}.json",
+    "verify_cfg": f"{R}/config/verify-{{model}}.json",
     # artifacts
     "manifest": "resources/{dataset}/manifest.json",
     "data": f"{R}/data.npz",
@@ -50,7 +51,7 @@ PATHS = {
     "weights": f"{R}/train/{{model}}/seed{{seed}}/weights.pt",
     "history": f"{R}/train/{{model}}/seed{{seed}}/history.csv",
     "run": f"{R}/train/{{model}}/seed{{seed}}/run.json",
-    "verify": "results/verify/{model}.json",
+    "verify": f"{R}/verify/{{model}}.json",
     "metrics": f"{R}/eval/{{model}}/seed{{seed}}/metrics.json",
     "confusion": f"{R}/eval/{{model}}/seed{{seed}}/confusion.csv",
     "predictions": f"{R}/eval/{{model}}/seed{{seed}}/predictions.csv",
@@ -96,7 +97,7 @@ class Stage(NamedTuple):
     each_run: tuple[str, ...] = ()    # report: inputs with one path per model and seed (`<name>_paths`)
     each_model: tuple[str, ...] = ()  # report: inputs with one path per model
     options: dict[str, Option] = {}
-    compute: bool = False             # --device, --threads
+    compute: bool = False             # --device; torch threads from the section (protocol.threads)
     code: tuple[str, ...] = ()        # files of the package whose edits rerun its jobs (the rule's `code` input)
     only_declaring: bool = False      # only for models whose registry entry declares it (attention, samples)
 
@@ -117,10 +118,13 @@ STAGES: dict[str, Stage] = {
                             ("dataset", "backbone"), inputs=("data",), outputs=("features",), compute=True,
                             code=("features.py", "models/pretrained.py")),
     "verify": Stage("module-level checks of one model (no data): stats, gradients, references",
-                    "verify_cfg", MODEL, outputs=("verify",), code=("engine.py", "verify.py")),
+                    "verify_cfg", DATA_MODEL, outputs=("verify",), code=("engine.py", "verify.py")),
     "tune": Stage("hyperopt TPE over lr (or the paper's lr/epochs)", "model_cfg", DATA_MODEL,
                   inputs=("data", "split", "features"), outputs=("trials", "best"), optional=("features",),
-                  compute=True, code=("engine.py", "tune.py")),
+                  compute=True, code=("engine.py", "tune.py"),
+                  options={"cores": Option("CPU cores its trials share, side by side at the config's protocol.threads "
+                                           "each (default: every core this process may use)", int,
+                                           len(os.sched_getaffinity(0)))}),
     "train": Stage("final training on the full training set", "model_cfg", RUN,
                    inputs=("data", "split", "best", "features"), outputs=("weights", "history", "run"),
                    optional=("features",), compute=True, code=("engine.py", "train.py")),

@@ -13,11 +13,12 @@ early stopping and failure rows are those of the sequential path:
 
 - workers == 1: in this process, one after another (bit-identical to `fmin`);
 - workers > 1 on CPU: one forked process per trial, `workers` at a time, each
-  with `torch.set_num_threads(parent's // workers)` (a forked child that keeps
-  the parent's OpenMP threads hung here). On CPU the thread count changes the
-  reduction order: histories match the sequential path run at the same thread
-  count; at another count they drift apart in the low digits, which can change
-  the winner between two near-tied trials;
+  with `torch.set_num_threads(threads)` (a forked child that keeps the parent's
+  OpenMP threads hung here). On CPU the thread count changes the reduction
+  order: histories match the sequential path run at the same thread count; at
+  another count they drift apart in the low digits, which can change the winner
+  between two near-tied trials. So every trial runs at the config's
+  `protocol.threads`, and the number side by side changes only the time;
 - workers > 1 on CUDA: `workers` spawned processes share the card (fork is
   impossible once CUDA is initialised). Each builds its own objective once, from
   the same arguments (`rebuild`), holds its own copy of the tuning split on the
@@ -25,7 +26,10 @@ early stopping and failure rows are those of the sequential path:
   idle between kernel launches; several processes fill those gaps.
 
 The number of workers comes from the environment variable
-REPROZOO_TUNE_WORKERS; unset, it is 1 on CPU (results unchanged) and
+REPROZOO_TUNE_WORKERS; unset, it is on CPU as many as the job's cores hold at
+`protocol.threads` each (`tune --cores`, by default every core the process may
+use: Snakemake gives a tuning job half its cores; DVC, which runs one stage at a
+time, all of them), and
 `CUDA_WORKERS` on a GPU (chosen with benchmarks/concurrent_tune.py, docs/speed.md).
 """
 from __future__ import annotations
@@ -57,8 +61,11 @@ def applies(max_evals: int) -> bool:
 CUDA_WORKERS = 4
 
 
-def workers_from_env(device: torch.device | None = None) -> int:
-    default = CUDA_WORKERS if device is not None and device.type == "cuda" else 1
+def workers_from_env(device: torch.device | None = None, threads: int = 1, cores: int | None = None) -> int:
+    """Trials side by side: REPROZOO_TUNE_WORKERS where set; else CUDA_WORKERS on a GPU, and on CPU the trials
+    of `threads` threads each that `cores` hold (none given: one at a time)."""
+    cpu = max(1, (cores or threads) // threads)
+    default = CUDA_WORKERS if device is not None and device.type == "cuda" else cpu
     value = os.environ.get("REPROZOO_TUNE_WORKERS", str(default))
     try:
         workers = int(value)
@@ -113,7 +120,8 @@ def _spawned(build: tuple, lrs: list[float], threads: int, log_level: int) -> No
 
 
 def run(build: tuple, rows: list, lrs: list[float], workers: int = 1, device: torch.device | None = None,
-        start: str | None = None, done: dict | None = None, on_result: Callable | None = None) -> str:
+        start: str | None = None, done: dict | None = None, on_result: Callable | None = None,
+        threads: int | None = None) -> str:
     """Train one trial per lr; append their rows to `rows` in trial order.
 
     `build` = (function, args): function(*args) returns (objective, rows), as
@@ -124,14 +132,14 @@ def run(build: tuple, rows: list, lrs: list[float], workers: int = 1, device: to
     `done` maps trial indices (0-based) to the (row, result) of trials that already
     ran (a resumed tune's journal): they are not run again. `on_result(row, result)`
     is called in this process as each trial finishes (tune journals it there).
+    `threads`: torch's CPU threads in each trial (default: this process's).
     Returns how the trials ran ("in-process", "forked xN" or "spawned xN on <device>").
     Raises hyperopt's AllTrialsFailed when no trial succeeded, as `fmin` does."""
     start = start or ("spawn" if device is not None and device.type == "cuda" else "fork")
     finished = dict(done or {})
     todo = [i for i in range(len(lrs)) if i not in finished]
-    # counted over all the trials, not those left: a resumed run's workers get the threads an uninterrupted one's did
     workers = min(workers, len(lrs))
-    threads = max(1, torch.get_num_threads() // workers)
+    threads = threads or torch.get_num_threads()
     spawn = workers > 1 and start == "spawn"
     how = "in-process" if workers <= 1 else f"spawned x{workers} on {device.type}" if spawn else f"forked x{workers}"
     try:

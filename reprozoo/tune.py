@@ -57,7 +57,10 @@ def all_failed(name: str, failures: list[Diverged], t: dict) -> str:
     return f"model '{name}': {what} (first: {failures[0]}); {fix}"
 
 
-def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, features_path=None) -> dict:
+def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, features_path=None,
+         cores: int | None = None) -> dict:
+    if cores is not None and cores < 1:
+        raise UserError(f"--cores {cores}: give the number of CPU cores its trials may share (1 or more)")
     if cfg["hparams"] != "tuned":  # the plan gives the lr and epochs (reprozoo/config.py, hparams_plan)
         source = f"paper ({cfg['from']}'s)" if "from" in cfg else cfg["hparams"]
         best = {"source": source, "lr": cfg["lr"], "epochs": cfg["epochs"]}
@@ -89,8 +92,9 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
         if concurrent.applies(t["max_evals"]):  # every trial is a TPE start-up draw: random search
             lrs = concurrent.startup_lrs((lo, hi), t["max_evals"], cfg["seed"])
             skip = {k - 1: done[k] for k in done if k <= len(lrs) and done[k][0]["lr"] == lrs[k - 1]}
-            search = "concurrent: " + concurrent.run(build, rows, lrs, concurrent.workers_from_env(device), device,
-                                                     done=skip, on_result=finished)
+            workers = concurrent.workers_from_env(device, cfg["threads"], cores)
+            search = "concurrent: " + concurrent.run(build, rows, lrs, workers, device, done=skip, on_result=finished,
+                                                     threads=cfg["threads"])
         else:
             objective, rows = build[0](*build[1])
 

@@ -52,19 +52,21 @@ SEEDS = [config["seed"] + i for i in range(config.get("repeats", 1))]  # repeats
 DECLARING = {name: models_declaring(name, config, MODELS) for name, stage in STAGES.items() if stage.only_declaring}
 
 
-def job_threads():
-    """torch threads of a heavy job (tune, train, evaluate, cache_features). A cluster job asks
-    for 4 CPUs (profiles/slurm's max-threads caps them). Locally: half the cores Snakemake was
-    given, 1 to 4, so that two jobs always run side by side. On a small machine that beats one
-    job on every core: much of a job is interpreter start-up, and a second thread speeds up
-    small tensors little (`python benchmarks/job_threads.py`)."""
+def tune_cores():
+    """CPU cores of a tuning job, whose trials run side by side on them at protocol.threads each:
+    the cores change its time, never its numbers. A cluster job asks for 4 CPUs (profiles/slurm's
+    max-threads caps them). Locally: half the cores Snakemake was given, 1 to 4, so that two jobs
+    always run side by side (`python benchmarks/job_threads.py` compares)."""
     plugin = workflow.executor_plugin
     if plugin is not None and not plugin.common_settings.local_exec:
-        return 4
-    return max(1, min(4, (workflow.resource_settings.cores or 1) // 2))
+        return max(THREADS, 4)
+    return max(THREADS, min(4, (workflow.resource_settings.cores or 1) // 2))
 
 
-JOB_THREADS = job_threads()
+# torch's CPU threads in every computation (train, evaluate, cache_features, each trial): the
+# config's, which DVC's stages read too; the count changes CPU sums, so no engine picks its own.
+THREADS = config["protocol"]["threads"]
+TUNE_CORES = tune_cores()
 
 
 wildcard_constraints:

@@ -1,6 +1,6 @@
 # cache_features: a frozen backbone runs once over a dataset. Its section file holds only the
-# backbone (arch, weights, input size) and the normalisation, so retuning or changing a
-# probe's head never recomputes it.
+# backbone (arch, weights, input size), the normalisation and the CPU threads, so retuning or
+# changing a probe's head never recomputes it.
 
 
 rule cache_features:
@@ -17,9 +17,8 @@ rule cache_features:
         "logs/{dataset}/benchmarks/cache_features/{backbone}.tsv"
     conda:
         "../envs/reprozoo.yaml"
-    threads: JOB_THREADS
+    threads: THREADS
     resources:
         gpu=1,
     shell:
-        "python -m reprozoo cache-features --dataset {wildcards.dataset} --backbone {wildcards.backbone}"
-        " --threads {threads} --log {log}"
+        "python -m reprozoo cache-features --dataset {wildcards.dataset} --backbone {wildcards.backbone} --log {log}"

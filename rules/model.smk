@@ -19,11 +19,11 @@ rule tune:
         "logs/{dataset}/benchmarks/tune/{model}.tsv"
     conda:
         "../envs/reprozoo.yaml"
-    threads: JOB_THREADS
+    threads: TUNE_CORES
     resources:
         gpu=1,  # one card per job: `--resources gpu=1` runs them one at a time
     shell:
-        "python -m reprozoo tune --dataset {wildcards.dataset} --model {wildcards.model} --threads {threads}"
+        "python -m reprozoo tune --dataset {wildcards.dataset} --model {wildcards.model} --cores {threads}"
         " --log {log}"
 
 
@@ -46,12 +46,12 @@ rule train:
         "logs/{dataset}/benchmarks/train/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
-    threads: JOB_THREADS
+    threads: THREADS
     resources:
         gpu=1,
     shell:
         "python -m reprozoo train --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed}"
-        " --threads {threads} --log {log}"
+        " --log {log}"
 
 
 rule evaluate:
@@ -72,9 +72,9 @@ rule evaluate:
         "logs/{dataset}/benchmarks/evaluate/{model}/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
-    threads: JOB_THREADS
+    threads: THREADS
     resources:
         gpu=1,
     shell:
         "python -m reprozoo evaluate --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed}"
-        " --threads {threads} --log {log}"
+        " --log {log}"

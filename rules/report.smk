@@ -12,7 +12,7 @@ rule report:
         history=per_run("history"),
         confusion=per_run("confusion"),
         predictions=per_run("predictions"),
-        verify=expand(PATHS["verify"], model=MODELS),
+        verify=expand(PATHS["verify"], model=MODELS, allow_missing=True),
         code=[*(src("report", f"{m}.py") for m in REPORT_MODULES), src("results.py"), src("stats.py")],
     output:
         table_csv=report(PATHS["table_csv"], caption="../workflow/report/comparison.rst", category="Tables"),

@@ -1,5 +1,7 @@
 # verify: module-level checks of one model, no data needed (shapes, NaN/Inf,
-# gradients after one step, comparisons with reference implementations).
+# gradients after one step, comparisons with reference implementations). Its files sit in the
+# dataset's folder all the same: the study's and the demo's models differ, and neither may
+# overwrite the other's.
 
 
 rule verify:
@@ -10,8 +12,8 @@ rule verify:
     output:
         verify=PATHS["verify"],
     log:
-        "logs/verify/{model}.log",
+        "logs/{dataset}/verify/{model}.log",
     conda:
         "../envs/reprozoo.yaml"
     shell:
-        "python -m reprozoo verify --model {wildcards.model} --log {log}"
+        "python -m reprozoo verify --dataset {wildcards.dataset} --model {wildcards.model} --log {log}"

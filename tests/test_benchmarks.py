@@ -49,9 +49,8 @@ def test_job_threads_benchmark_times_both_thread_settings_and_prints_the_ratio()
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("snakemake --cores 2 resources/digits/manifest.json --configfile tests/tiny.yaml")
-    default = re.search(r"rules' threads \(half the cores per heavy job\):\s+([\d.]+) s\s+1\.00x$", out.stdout, re.M)
-    every = re.search(r"--set-threads cache_features=2 tune=2 train=2 evaluate=2:\s+([\d.]+) s\s+([\d.]+)x$",
-                      out.stdout, re.M)
+    default = re.search(r"protocol.threads 1 \(jobs side by side\):\s+([\d.]+) s\s+1\.00x$", out.stdout, re.M)
+    every = re.search(r"protocol.threads 2 \(one heavy job at a time\):\s+([\d.]+) s\s+([\d.]+)x$", out.stdout, re.M)
     assert default and every, out.stdout
     first, second, ratio = float(default.group(1)), float(every.group(1)), float(every.group(2))
     assert first > 0 and second > 0

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -180,8 +181,9 @@ def assert_same_jobs(work, configs) -> list[dict]:
             any(_covers([d], f) for f in job["input"]) for d in deps), name  # a folder dep: the report's runs
         command = shlex.split(stage.cmd)
         snakemake = shlex.split(job["cmd"])
-        if "--threads" in snakemake:  # DVC runs one stage at a time: torch's default threads
-            snakemake[snakemake.index("--threads") + 1] = "0"
+        if "--cores" in snakemake:  # a tuning job's cores under Snakemake; DVC runs one stage at a time on them all
+            at = snakemake.index("--cores")
+            del snakemake[at:at + 2]
         assert command == snakemake, name
     assert stages == {}
     read = {f for job in jobs for f in job["input"] if "/config/" in f}
@@ -274,7 +276,7 @@ def test_section_files_hold_what_snakemake_resolves(tmp_path):
     assert result.returncode == 0, result.stderr
     tune = next(line.split("Shell command: ")[-1] for line in result.stdout.splitlines()
                 if "reprozoo tune " in line and "--model mlp " in line)
-    assert tune == "python -m reprozoo tune --dataset digits --model mlp --threads 1 --log logs/digits/tune/mlp.log"
+    assert tune == "python -m reprozoo tune --dataset digits --model mlp --cores 1 --log logs/digits/tune/mlp.log"
     section = work / "results/digits/config/model-mlp.json"
     written = section.read_text()
     cfg = json.loads(written)["cfg"]
@@ -326,6 +328,24 @@ def test_params_yaml_is_applied_after_the_config_files(tmp_path):
     assert (model["hparams"], model["lr"], model["epochs"]) == ("fixed", 0.002, 13)  # epochs: the override's
 
 
+def test_check_config_checks_and_names_what_params_yaml_sets(tmp_path):
+    """An experiment left in params.yaml changes what Snakemake and DVC run: check-config applies it too and
+    says what it sets; a bad value in it is the one line check-config gives."""
+    work = copy_workflow(tmp_path)
+    (work / "params.yaml").write_text("mlp: {hparams: fixed, lr: 1.0e-4, epochs: 3}\ncnn: {}\n")
+    result = run_cli("check-config", "config.yaml", "tests/tiny.yaml", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(
+        "; params.yaml (the experiment file) sets mlp.hparams=\"fixed\", mlp.lr=0.0001, mlp.epochs=3")
+    model = json.loads(run_cli("check-config", "config.yaml", "--model-json", "mlp", cwd=work).stdout)
+    assert (model["hparams"], model["lr"], model["epochs"]) == ("fixed", 1e-4, 3)
+    (work / "params.yaml").write_text("mlp: {lr: -1}\n")
+    result = run_cli("check-config", "config.yaml", cwd=work)
+    assert result.returncode == 2 and "models.mlp.lr" in result.stderr, result.stderr
+    (work / "params.yaml").write_text("mlp: {}\n")
+    assert "params.yaml" not in run_cli("check-config", "config.yaml", "tests/tiny.yaml", cwd=work).stdout
+
+
 def test_a_model_given_as_json_is_checked_as_the_config_is():
     result = run_cli("evaluate", "--model-json", "{}", "--data", "d", "--weights", "w", "--metrics", "m",
                      "--confusion", "c", "--predictions", "p")
@@ -368,6 +388,30 @@ def test_dvc_repro_runs_every_stage_then_nothing_in_either_engine(dvc_repo):
     assert "outputs that DVC made are current" in result.stderr and "Nothing to be done" in result.stdout + result.stderr
     assert snakemake_plans(work) == set()
     print(f"dvc repro (tiny) wall time: {seconds:.0f}s")
+
+
+@pytest.mark.slow
+def test_snakemake_and_dvc_compute_the_same_bytes(dvc_repo, tmp_path):
+    """The same config through both engines: Snakemake on 2 cores (two jobs side by side, each tuning job's
+    trials one after the other), DVC (one stage at a time, a tuning job's two trials side by side on both
+    cores). Every computation runs at protocol.threads, so the numbers are the same to the byte."""
+    work, _, _ = dvc_repo
+    snakemake = copy_workflow(tmp_path / "snakemake")
+    result = run_snakemake("--cores", "2", "--configfile", "tests/tiny.yaml", cwd=snakemake)
+    assert result.returncode == 0, result.stderr[-3000:]
+    searches = set()
+    for model in run_models(load_config(work / "config.yaml", work / "tests/tiny.yaml")):
+        for path in (f"results/digits/eval/{model}/seed3407/metrics.json",
+                     f"results/digits/eval/{model}/seed3407/predictions.csv",
+                     f"results/digits/train/{model}/seed3407/weights.pt", f"results/digits/tune/{model}/trials.csv"):
+            if path.endswith("trials.csv"):  # its seconds column is a wall time
+                ours, theirs = (pd.read_csv(w / path).drop(columns="seconds") for w in (work, snakemake))
+                pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+            else:
+                assert (work / path).read_bytes() == (snakemake / path).read_bytes(), path
+        searches |= {json.loads((w / f"results/digits/tune/{model}/best.json").read_text())["search"]
+                     for w in (work, snakemake)}
+    assert searches == {"concurrent: forked x2", "concurrent: in-process"}  # the two engines ran them differently
 
 
 def columns(text: str) -> int:
@@ -490,7 +534,7 @@ def test_plots_show_renders_each_models_curves_confusion_and_trials_offline(dvc_
         confusion = plots[f"results/digits/eval/{model}/seed3407/predictions.csv"][0]["content"]["data"]["values"]
         assert len(confusion) == 360 and {"actual", "predicted"} <= set(confusion[0])  # one row per test image
         trials = plots[f"results/digits/tune/{model}/trials.csv"][0]["content"]["data"]["values"]
-        assert len(trials) == 1 and float(trials[0]["lr"]) > 0  # tests/tiny.yaml: max_evals 1
+        assert len(trials) == 2 and float(trials[0]["lr"]) > 0  # tests/tiny.yaml: max_evals 2
     dvc("plots", "show", "-o", tmp_path / "plots", cwd=work)  # .dvc/config names the offline page
     html = (tmp_path / "plots/index.html").read_text()
     assert all(plot in html for plot in ids) and html.count("vegaEmbed(") >= len(ids)

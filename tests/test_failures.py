@@ -51,9 +51,8 @@ def test_results_are_strict_json(tmp_path):
 @pytest.mark.parametrize("option, message", [
     (["--device", "banana"], "--device banana: not a device (auto, cpu, cuda, cuda:1, ...)"),
     (["--device", "cuda"], "--device cuda: no CUDA GPU is available here; use --device cpu (or auto)"),
-    (["--threads", "-3"], "--threads -3: give 0 (torch's default) or a number of CPU threads"),
-], ids=["banana", "cuda", "threads"])
-def test_bad_device_or_threads_is_one_line(mlp, digits_npz, tmp_path, option, message):
+], ids=["banana", "cuda"])
+def test_a_bad_device_is_one_line(mlp, digits_npz, tmp_path, option, message):
     if option[1] == "cuda" and torch.cuda.is_available():
         pytest.skip("a GPU is here")
     assert one_line_error(evaluate(mlp, digits_npz, tmp_path / "w.pt", tmp_path, *option), "evaluate").endswith(message)

@@ -37,7 +37,7 @@ def test_a_crash_leaves_its_traceback_in_its_log(tmp_path):
     module that raises on import, as a broken edit would)."""
     work = copy_workflow(tmp_path)
     (work / "reprozoo" / "verify.py").write_text("raise RuntimeError('broken edit')\n")
-    result = run_snakemake("results/verify/mlp.json", "--cores", "1", cwd=work)
+    result = run_snakemake("results/digits/verify/mlp.json", "--cores", "1", cwd=work)
     assert result.returncode != 0
-    log = (work / "logs/verify/mlp.log").read_text()
+    log = (work / "logs/digits/verify/mlp.log").read_text()
     assert "Traceback (most recent call last)" in log and "RuntimeError: broken edit" in log

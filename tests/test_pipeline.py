@@ -26,7 +26,7 @@ def planned_jobs(result) -> set[tuple[str, str]]:
 
 def model_jobs(model: str, dataset: str = "digits", seed: int = 3407) -> set[tuple[str, str]]:
     """A model's own jobs (tune, verify, train + evaluate per seed, attention for ViTs) plus the report."""
-    jobs = {("tune", f"dataset={dataset}, model={model}"), ("verify", f"model={model}"),
+    jobs = {("tune", f"dataset={dataset}, model={model}"), ("verify", f"dataset={dataset}, model={model}"),
             ("train", f"dataset={dataset}, model={model}, seed={seed}"),
             ("evaluate", f"dataset={dataset}, model={model}, seed={seed}"),
             ("report", f"dataset={dataset}"), ("all", "")}
@@ -44,7 +44,7 @@ def test_dry_run_of_the_study_plans_every_stage():
                      "attention", "samples", "report", "all"}
     trained = STUDY_MODELS + ["vae_4000", "acgan_4000", "cnn_nobn", "vit_tiny_heads3", "vit_tiny_patch4", "resnet18_noresidual"]
     assert {w for r, w in jobs if r == "train"} == {f"dataset=cifar10, model={m}, seed=3407" for m in trained}
-    assert {w for r, w in jobs if r == "verify"} == {f"model={m}" for m in trained}
+    assert {w for r, w in jobs if r == "verify"} == {f"dataset=cifar10, model={m}" for m in trained}
     assert ("split", "dataset=cifar10, seed=3407") in jobs
     # the frozen backbone runs once per dataset, in its own job
     assert {(r, w) for r, w in jobs if r == "cache_features"} == {

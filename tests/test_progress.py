@@ -79,7 +79,7 @@ def test_tuning_where_every_trial_explodes_fails_with_one_line(tiny_cfg, digits_
     cfg = mlp(tiny_cfg, tune={"max_evals": 2, "lr_log_range": [2, 3]})
     result = run_cli("tune", "--model-json", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
                      "--trials", tmp_path / "trials.csv", "--best", tmp_path / "best.json", "--device", "cpu",
-                     "--threads", "1")
+                     "--cores", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("reprozoo tune: error: model 'mlp': all 2 trials made no progress (first: val loss ")
@@ -125,7 +125,7 @@ def test_training_at_lr_1000_fails_with_one_line_and_writes_nothing(tiny_cfg, di
     weights, history, run = _outputs(tmp_path)
     result = run_cli("train", "--model-json", json.dumps(cfg), "--data", digits_npz, "--split", digits_split,
                      "--best", tmp_path / "best.json", "--weights", weights, "--history", history, "--run", run,
-                     "--device", "cpu", "--threads", "1")
+                     "--device", "cpu")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("reprozoo train: error: model 'mlp' made no progress at lr 1e+03 in 2 epochs: test loss ")

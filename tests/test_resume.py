@@ -38,11 +38,11 @@ def mlp(demo_cfg, **tune_cfg) -> dict:
 def tune_command(cfg, data, split, out) -> list[str]:
     return [sys.executable, "-m", "reprozoo", "tune", "--model-json", json.dumps(cfg), "--data", str(data), "--split",
             str(split), "--trials", str(out / "trials.csv"), "--best", str(out / "best.json"), "--device", "cpu",
-            "--threads", "1", "--log", str(out / "tune.log")]
+            "--cores", "1", "--log", str(out / "tune.log")]
 
 
 def env() -> dict:
-    """The environment of a rule's job: no TQDM_DISABLE (conftest sets it), default workers (in-process on CPU)."""
+    """The environment of a rule's job: no TQDM_DISABLE (conftest sets it), default workers (in-process at --cores 1)."""
     return {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "REPROZOO_TUNE_WORKERS")}
 
 
@@ -51,7 +51,7 @@ def reference(cfg, data, split, out) -> tuple[dict, pd.DataFrame]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        tune(cfg, data, split, out / "trials.csv", out / "best.json", CPU)
+        tune(cfg, data, split, out / "trials.csv", out / "best.json", CPU, cores=1)
     finally:
         torch.set_num_threads(threads)
     return outputs(out)

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 PROFILE = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
 GPU_RULES = {"tune", "train", "evaluate", "cache_features"}
 # digits, mlp. download is a localrule, `all` runs no command.
-SLURM_JOBS = {("prepare", "digits"), ("split", "digits_3407"), ("verify", "mlp"), ("tune", "digits_mlp"),
+SLURM_JOBS = {("prepare", "digits"), ("split", "digits_3407"), ("verify", "digits_mlp"), ("tune", "digits_mlp"),
               ("train", "digits_mlp_3407"), ("evaluate", "digits_mlp_3407"),
               ("report", "digits")}
 # Both runs at 1 thread per job (rules ask 4 for the GPU rules): --max-threads scales them

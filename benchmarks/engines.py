@@ -1,0 +1,100 @@
+"""Benchmark: the same config under Snakemake (`make demo`) and under DVC (`make dvc-demo`), side by side.
+
+Each engine runs in a fresh copy of the workflow, one after the other, on the same machine:
+
+- snakemake --cores C --configfile <override>                      (what `make demo` runs)
+- python -m reprozoo dvc-yaml --configfile <override>; dvc repro   (`make dvc-demo`, in a new git + DVC repository)
+
+Prints each wall time, the ratio DVC / Snakemake, and whether every run's metrics.json,
+predictions.csv and weights.pt are the same bytes in both.
+
+    python benchmarks/engines.py                                # the demo on 2 cores (about 20 minutes)
+    python benchmarks/engines.py --configfile tests/tiny.yaml   # a smoke run (about 3 minutes)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from reprozoo.config import load_config, run_models  # noqa: E402
+from reprozoo.sections import seeds  # noqa: E402
+
+WORKFLOW = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "params.yaml", "config", "envs",
+            "profiles", "Makefile", ".dvcignore", ".gitignore", "tests/tiny.yaml"]
+COMPARED = ("eval/{model}/seed{seed}/metrics.json", "eval/{model}/seed{seed}/predictions.csv",
+            "train/{model}/seed{seed}/weights.pt")
+
+
+def copy_workflow(work: Path) -> Path:
+    for name in WORKFLOW:
+        src, dst = ROOT / name, work / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    return work
+
+
+def run(command: list[str], work: Path) -> None:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_DISABLE": "1",
+           "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        sys.exit(f"engines: {' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
+def snakemake(work: Path, args: argparse.Namespace) -> float:
+    start = time.perf_counter()
+    run([str(Path(sys.executable).parent / "snakemake"), "--cores", str(args.cores), "--configfile",
+         args.configfile], work)
+    return time.perf_counter() - start
+
+
+def dvc(work: Path, args: argparse.Namespace) -> float:
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=b", "-c", "user.email=b@b",
+                                                                  "commit", "-qm", "workflow"]):
+        run(command, work)
+    run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], work)
+    start = time.perf_counter()  # what `make dvc-demo` times: dvc.yaml, then `dvc repro`
+    run([sys.executable, "-m", "reprozoo", "dvc-yaml", "--configfile", args.configfile], work)
+    run([str(Path(sys.executable).parent / "dvc"), "repro"], work)
+    return time.perf_counter() - start
+
+
+def differing(first: Path, second: Path, configfile: str) -> tuple[int, list[str]]:
+    """How many files were compared, and those whose bytes differ."""
+    cfg = load_config(first / "config.yaml", first / configfile)
+    paths = [f"results/{d}/" + p.format(model=m, seed=s) for d in cfg["run"]["datasets"] for m in run_models(cfg)
+             for s in seeds(cfg) for p in COMPARED]
+    return len(paths), [p for p in paths if (first / p).read_bytes() != (second / p).read_bytes()]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cores", type=int, default=2, help="snakemake --cores (DVC runs one stage at a time)")
+    p.add_argument("--configfile", default="config/demo.yaml", help="override file, as for snakemake")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="engines-") as tmp:
+        first, second = copy_workflow(Path(tmp) / "snakemake"), copy_workflow(Path(tmp) / "dvc")
+        smk = snakemake(first, args)
+        dvc_seconds = dvc(second, args)
+        compared, differ = differing(first, second, args.configfile)
+    print(f"config.yaml + {args.configfile}, {os.cpu_count()} cores")
+    print(f"  snakemake --cores {args.cores}: {smk:7.1f} s  1.00x")
+    print(f"  dvc repro:{' ' * (len(str(args.cores)) + 10)}{dvc_seconds:7.1f} s  {dvc_seconds / smk:.2f}x")
+    print(f"  metrics.json, predictions.csv, weights.pt: {compared - len(differ)} of {compared} files the same bytes"
+          + (f"; differ: {', '.join(differ)}" if differ else ""))
+
+
+if __name__ == "__main__":
+    main()
