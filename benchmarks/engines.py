@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,22 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from reprozoo.config import load_config, run_models  # noqa: E402
 from reprozoo.sections import seeds  # noqa: E402
+from job_threads import copy_workflow  # noqa: E402  (benchmarks/, this script's folder)
 
-WORKFLOW = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "params.yaml", "config", "envs",
-            "profiles", "Makefile", ".dvcignore", ".gitignore", "tests/tiny.yaml"]
 COMPARED = ("eval/{model}/seed{seed}/metrics.json", "eval/{model}/seed{seed}/predictions.csv",
             "train/{model}/seed{seed}/weights.pt")
-
-
-def copy_workflow(work: Path) -> Path:
-    for name in WORKFLOW:
-        src, dst = ROOT / name, work / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    return work
 
 
 def run(command: list[str], work: Path) -> None:

@@ -24,10 +24,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ["Snakefile", "rules", "reprozoo", "workflow", "config.yaml", "params.yaml", "config", "envs",
-            "profiles", "tests/tiny.yaml"]
+            "profiles", "tests/tiny.yaml", "Makefile", ".dvcignore", ".gitignore"]
 
 
 def copy_workflow(work: Path) -> Path:
+    """A runnable copy of the workflow in `work` (benchmarks/engines.py uses it too)."""
     for name in WORKFLOW:
         src, dst = ROOT / name, work / name
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import traceback
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from reprozoo import __version__, runlock
+from reprozoo import __version__, gpus, runlock
 from reprozoo.arguments import add_config_options, add_stage, in_results, resolve, stage_arguments
 from reprozoo.errors import UserError
 from reprozoo.io import log_to, write_text
@@ -86,6 +86,7 @@ def run_stage(args: argparse.Namespace) -> None:
     if STAGES[args.stage].compute:  # torch's threads: the section's, so that both engines compute the same sums
         from reprozoo.engine import pick_device
 
+        gpus.claim(args.device)  # a slot on one card, before CUDA starts: the job sees that card alone
         kwargs["device"] = pick_device(args.device, (kwargs.get("cfg") or kwargs["spec"])["threads"])
     run(**kwargs)
 

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from reprozoo import gpus
 from reprozoo.errors import DataError, DiskFull, UserError
 from reprozoo.stages import ROOT
 
@@ -296,6 +297,7 @@ def stamp(device, seed: int) -> dict:
         "python": platform.python_version(),
         "git_revision": git_revision(),
         "seed": seed,
+        **({"card": card} if (card := gpus.held()) else {}),  # which card, where a slot was taken (reprozoo/gpus.py)
     }
 
 

@@ -25,6 +25,7 @@ from reprozoo.errors import UserError
 from reprozoo.io import fmt_duration, write_csv, write_json
 from reprozoo.journal import Journal, fingerprint
 from reprozoo.models import create_model
+from reprozoo import gpus
 from reprozoo import trials as concurrent
 
 log = logging.getLogger("reprozoo.tune")
@@ -128,6 +129,8 @@ def tune(cfg: dict, data_path, split_path, trials_path, best_path, device, featu
             "best_val_loss": winner["best_val_loss"], "best_val_accuracy": winner["best_val_accuracy"],
             "max_evals": t["max_evals"], "failed_trials": len(rows) - len(ok)}
     best["search"] = search  # which path ran the trials
+    if card := gpus.held():  # and on which card (reprozoo/gpus.py)
+        best["card"] = card
     write_json(best_path, best)
     journal.close(remove=True)  # trials.csv and best.json hold it all now
     log.info("%s: best lr %.3g, %d epochs (trial %d)", cfg["name"], best["lr"], best["epochs"], best["trial"])

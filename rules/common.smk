@@ -10,7 +10,7 @@ from pathlib import Path
 # Snakefile given to Snakemake (the top-level one, or workflow/Snakefile with -s).
 REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
-from reprozoo import runlock
+from reprozoo import gpus, runlock
 from reprozoo.architectures import models_declaring
 from reprozoo.config import EXPERIMENTS, complete, run_models
 from reprozoo.errors import UserError
@@ -61,6 +61,24 @@ def tune_cores():
     if plugin is not None and not plugin.common_settings.local_exec:
         return max(THREADS, 4)
     return max(THREADS, min(4, (workflow.resource_settings.cores or 1) // 2))
+
+
+def gpu_jobs():
+    """GPU jobs at a time: every slot of every card nvidia-smi lists (each job takes its own slot on one
+    card, reprozoo/gpus.py), unless `--resources gpu=K` says otherwise; a cluster's scheduler assigns
+    cards itself. Without cards GPU jobs are not counted."""
+    plugin = workflow.executor_plugin
+    if "gpu" in workflow.global_resources or (plugin is not None and not plugin.common_settings.local_exec):
+        return
+    cards = gpus.cards()
+    if cards:
+        workflow.register_resource("gpu", len(cards) * gpus.slots())
+
+
+if "gpu_slots" in config:  # the jobs read it when they take a slot
+    os.environ[gpus.SLOTS_ENV] = str(config["gpu_slots"])
+if workflow.is_main_process:
+    gpu_jobs()
 
 
 # torch's CPU threads in every computation (train, evaluate, cache_features, each trial): the

@@ -135,3 +135,26 @@ def test_gpu_session_reports_the_whole_studys_wall_time_and_the_cards_use(tmp_pa
     second = call(tmp_path / "out2")  # the machine still warm: the study is not run again
     assert "the tuned study finished in an earlier call on this machine" in second.stdout
     assert line.search((tmp_path / "out2/tuned.txt").read_text())[0] == whole[0]
+
+
+PLANNED = """| model | hparams | search | tune_s | train_s | epochs |
+|:--|:--|:--|--:|--:|--:|
+| a | tuned | concurrent | 600 | 600 | 5 |
+| b | paper | | 0 | 240 | 2 |
+| c | tuned | concurrent | 1200 | 1200 | 5 |
+"""
+
+
+def test_the_card_plan_schedules_tune_then_train_chains_on_every_slot(tmp_path):
+    """benchmarks/cards.py on a table worked by hand: tunes take 5 training epochs (a, c measured; b gets 5
+    x 120 s), so the chains are a 10+10, b 10+4, c 20+20 minutes. One slot runs them one after another (74);
+    two run c on one and a, b, a's and b's training on the other (40, c's chain); four cannot beat c's chain."""
+    (tmp_path / "timings.md").write_text(PLANNED)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cards.py"), "--timings", tmp_path / "timings.md",
+                          "--slots", "1", "--cards", "1", "2", "4"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "unmeasured tunes at 5.0 to 5.0 training epochs; 1 jobs per card" in out.stdout
+    assert "the longest chain (tune, then train) 40.0 to 40.0 min" in out.stdout
+    for cards, minutes, speedup in (("1", "74.0", "1.00"), ("2", "40.0", "1.85"), ("4", "40.0", "1.85")):
+        assert re.search(rf"^  {cards} card\(s\):\s+{minutes} to\s+{minutes} min\s+{speedup}x one card$",
+                         out.stdout, re.M), out.stdout
