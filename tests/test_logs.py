@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from conftest import copy_workflow, run_snakemake
+from conftest import TINY_MLP, copy_workflow, run_snakemake
 
 TUNE_LOG = "logs/digits/tune/mlp.log"
 TARGET = "results/digits/tune/mlp/best.json"
@@ -37,7 +37,7 @@ def test_a_crash_leaves_its_traceback_in_its_log(tmp_path):
     module that raises on import, as a broken edit would)."""
     work = copy_workflow(tmp_path)
     (work / "reprozoo" / "verify.py").write_text("raise RuntimeError('broken edit')\n")
-    result = run_snakemake("results/digits/verify/mlp.json", "--cores", "1", cwd=work)
+    result = run_snakemake("results/digits/verify/mlp.json", "--cores", "1", "--configfile", *TINY_MLP, cwd=work)
     assert result.returncode != 0
     log = (work / "logs/digits/verify/mlp.log").read_text()
     assert "Traceback (most recent call last)" in log and "RuntimeError: broken edit" in log
