@@ -76,10 +76,12 @@ def main() -> None:
     low, high = min(tuned), max(tuned)
     chains = {k: jobs(rows, k) for k in (low, high)}
     longest = {k: max(tune + train for tune, train in c.values()) for k, c in chains.items()}
-    print(f"{len(rows)} models from {args.timings.relative_to(ROOT) if args.timings.is_relative_to(ROOT) else args.timings}"
-          f"; unmeasured tunes at {low:.1f} to {high:.1f} training epochs; {args.slots} jobs per card")
-    print(f"  GPU-job seconds {sum(map(sum, chains[low].values())):,.0f} to {sum(map(sum, chains[high].values())):,.0f};"
-          f" the longest chain (tune, then train) {longest[low] / 60:.1f} to {longest[high] / 60:.1f} min")
+    source = args.timings.relative_to(ROOT) if args.timings.is_relative_to(ROOT) else args.timings
+    total = {k: sum(map(sum, c.values())) for k, c in chains.items()}
+    print(f"{len(rows)} models from {source}; unmeasured tunes at {low:.1f} to {high:.1f} training epochs; "
+          f"{args.slots} jobs per card")
+    print(f"  GPU-job seconds {total[low]:,.0f} to {total[high]:,.0f}; the longest chain (tune, then train) "
+          f"{longest[low] / 60:.1f} to {longest[high] / 60:.1f} min")
     one = wall_time(chains[low], args.slots)
     for cards in args.cards:
         lo, hi = (wall_time(chains[k], cards * args.slots) for k in (low, high))

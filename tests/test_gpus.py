@@ -101,7 +101,8 @@ def test_the_first_job_on_each_card_comes_before_a_second_on_any(stand_in, holde
     assert [c["slot"] for c in cards] == [0, 0, 0, 0, 1] and {c["slots"] for c in cards} == {3}
 
 
-@pytest.mark.parametrize("preset, chosen", [("2", "GPU-stand-in-2"), ("GPU-stand-in-3,GPU-stand-in-1", "GPU-stand-in-1"),
+@pytest.mark.parametrize("preset, chosen", [("2", "GPU-stand-in-2"),
+                                            ("GPU-stand-in-3,GPU-stand-in-1", "GPU-stand-in-1"),
                                             ("1,3", "GPU-stand-in-1")], ids=["slurm-index", "uuids", "indices"])
 def test_a_scheduler_or_users_choice_of_cards_is_kept(stand_in, monkeypatch, preset, chosen):
     stand_in(4)
