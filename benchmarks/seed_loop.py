@@ -118,10 +118,10 @@ def main() -> None:
     add_device_options(p)
     args = p.parse_args()
     device = device_from(args)
-    threads = torch.get_num_threads()
-    workers = args.workers or concurrent.workers_from_env(device, load_config(CONFIG)["protocol"]["threads"], threads)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     cfg_all = load_config(CONFIG)
+    threads = torch.get_num_threads()
+    workers = args.workers or concurrent.workers_from_env(device, cfg_all["protocol"]["threads"], threads)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     x, y = images(args.images, seed=0)
     x_test, y_test = images(args.test_images, seed=1)

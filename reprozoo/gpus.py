@@ -25,6 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from reprozoo import runlock
 from reprozoo.errors import UserError
 
 SLOTS_ENV, DIR_ENV = "REPROZOO_GPU_SLOTS", "REPROZOO_GPU_SLOTS_DIR"
@@ -61,16 +62,15 @@ def slots() -> int:
     return int(value)
 
 
-def _try(path: Path):
-    """The open, flocked lock file at `path`, or None when another process holds it (read-only: any user of
-    the machine can open a lock file another made)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+def _try(path: Path) -> int | None:
+    """The open, flocked lock file at `path`, or None when another process holds it."""
+    fd = runlock.open_lock(path)
+    if fd is None:
+        raise UserError(f"{path}: cannot open a GPU slot's lock file (set {DIR_ENV} to a writable folder)")
+    if runlock.try_lock(fd, fcntl.LOCK_EX):
+        return fd
+    os.close(fd)
+    return None
 
 
 def claim(device: str = "auto") -> dict | None:

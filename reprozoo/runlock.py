@@ -41,7 +41,7 @@ class Busy(UserError):
     """Another run uses this folder."""
 
 
-def _open(path: Path) -> int | None:
+def open_lock(path: Path) -> int | None:
     """A descriptor of the lock file (created on demand), or None where results/ cannot hold one."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,8 @@ def _open(path: Path) -> int | None:
     return None
 
 
-def _try(fd: int, operation: int) -> bool:
+def try_lock(fd: int, operation: int) -> bool:
+    """flock without waiting: True when taken, False when another process holds it."""
     try:
         fcntl.flock(fd, operation | fcntl.LOCK_NB)
         return True
@@ -90,7 +91,7 @@ def dvc_busy(root: Path = Path(".")) -> str | None:
     lock = tmp / "lock"
     if lock.is_file():
         with contextlib.suppress(OSError), open(lock, "a") as f:
-            if not _try(f.fileno(), fcntl.LOCK_EX):
+            if not try_lock(f.fileno(), fcntl.LOCK_EX):
                 return f"a dvc command holds {lock} ({holders(lock)})"
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
     try:
@@ -127,7 +128,7 @@ def _refusal(role: str, paths: list[str], who: str) -> str:
 def _take_turn(fd: int) -> None:
     """Writers take turns on WRITING: each holds it for the milliseconds of a write."""
     deadline = time.monotonic() + TURN_S
-    while not _try(fd, fcntl.LOCK_EX):
+    while not try_lock(fd, fcntl.LOCK_EX):
         if time.monotonic() > deadline:
             raise Busy(f"{WRITING} has been held for {TURN_S} s by {holders(WRITING)}, which writes section files; "
                        "wait for it to end")
@@ -141,18 +142,18 @@ def begin(role: str, files: dict[str, str], write) -> list[str]:
     Raises Busy, having written nothing, when another command holds what the role needs."""
     if role == "check" and not changed(files):
         return []
-    guard = _open(WRITING)
+    guard = open_lock(WRITING)
     try:
         if guard is not None:
             _take_turn(guard)
         paths = changed(files)
-        fd = _open(LOCK)
+        fd = open_lock(LOCK)
         if fd is None:  # results/ cannot hold the lock file: nothing can be written there either
             for path in paths:
                 write(path, files[path])  # its one-line error names the file
             return paths
         exclusive = role == "run" or bool(paths)
-        if not _try(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
+        if not try_lock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH):
             who = holders(LOCK)
             os.close(fd)
             raise Busy(_refusal(role, paths, who))

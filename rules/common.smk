@@ -52,13 +52,18 @@ SEEDS = [config["seed"] + i for i in range(config.get("repeats", 1))]  # repeats
 DECLARING = {name: models_declaring(name, config, MODELS) for name, stage in STAGES.items() if stage.only_declaring}
 
 
+def on_cluster():
+    """Whether jobs go to a cluster's scheduler (profiles/slurm) rather than run on this machine."""
+    plugin = workflow.executor_plugin
+    return plugin is not None and not plugin.common_settings.local_exec
+
+
 def tune_cores():
     """CPU cores of a tuning job, whose trials run side by side on them at protocol.threads each:
     the cores change its time, never its numbers. A cluster job asks for 4 CPUs (profiles/slurm's
     max-threads caps them). Locally: half the cores Snakemake was given, 1 to 4, so that two jobs
     always run side by side (`python benchmarks/job_threads.py` compares)."""
-    plugin = workflow.executor_plugin
-    if plugin is not None and not plugin.common_settings.local_exec:
+    if on_cluster():
         return max(THREADS, 4)
     return max(THREADS, min(4, (workflow.resource_settings.cores or 1) // 2))
 
@@ -67,8 +72,7 @@ def gpu_jobs():
     """GPU jobs at a time: every slot of every card nvidia-smi lists (each job takes its own slot on one
     card, reprozoo/gpus.py), unless `--resources gpu=K` says otherwise; a cluster's scheduler assigns
     cards itself. Without cards GPU jobs are not counted."""
-    plugin = workflow.executor_plugin
-    if "gpu" in workflow.global_resources or (plugin is not None and not plugin.common_settings.local_exec):
+    if "gpu" in workflow.global_resources or on_cluster():
         return
     cards = gpus.cards()
     if cards:
