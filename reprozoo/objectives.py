@@ -31,21 +31,14 @@ class Collapsed(RuntimeError):
     """Training produced a degenerate model (e.g. a generator that ignores its noise)."""
 
 
-def adam(params, lr: float, opt: dict) -> torch.optim.Adam:
-    """Adam over the trainable parameters; on CUDA the fused kernel (one launch per
-    step instead of one per tensor group; on CPU the default, so CPU numbers stay put)."""
-    params = [p for p in params if p.requires_grad]
-    fused = bool(params) and all(p.is_cuda for p in params)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"],
-                            fused=fused or None)
-
-
 class Classification:
     name = "classification"
     semi_supervised = False   # trains on labelled images only
 
-    def optimizers(self, model: nn.Module, lr: float, opt: dict) -> list[torch.optim.Optimizer]:
-        return [adam(model.parameters(), lr, opt)]
+    def players(self, model: nn.Module) -> list[nn.Module]:
+        """The parts of the model that `step` updates, one optimiser each, in the order `step` takes them
+        (the engine builds the optimisers: the study's Adam for every model)."""
+        return [model]
 
     def losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor,
                normalize) -> Parts:
@@ -117,8 +110,8 @@ class ACGAN(Classification):
     semi_supervised = True
     min_diversity = 0.05   # within-class / overall pixel std of samples: below it, collapsed
 
-    def optimizers(self, model, lr, opt):
-        return [adam(model.discriminator.parameters(), lr, opt), adam(model.generator.parameters(), lr, opt)]
+    def players(self, model):
+        return [model.discriminator, model.generator]
 
     def fakes(self, model, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         z = torch.randn(n, model.z_dim, device=device)

@@ -1,10 +1,15 @@
 """Config validation: the real config passes; every bad input is one line naming the key."""
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, run_cli, run_snakemake
 from reprozoo.config import ConfigError, expand_ablations, load_config, validate_config
+from reprozoo.engine import Runner
+from reprozoo.models import create_model
+from reprozoo.results import read_best
 from reprozoo.sections import resolve_model
+from reprozoo.tune import tune
 
 
 def test_study_config_is_the_published_study(study_cfg):
@@ -161,3 +166,20 @@ def test_snakemake_rejects_bad_config_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "config key 'run.models.1': unknown model 'vgg'" in result.stderr + result.stdout
     assert "rule tune" not in result.stdout
+
+
+@pytest.mark.parametrize("name, players", [("cnn", 1), ("acgan", 2)])
+def test_a_fixed_lr_in_the_config_reaches_every_adam_of_the_model(tmp_path, name, players):
+    """The lr's road (docs/pipeline.md): config -> hparams_plan -> section -> tune's best.json ->
+    read_best -> train's Runner -> one Adam per part the objective updates (acgan: D and G)."""
+    path = tmp_path / "o.yaml"
+    path.write_text(yaml.safe_dump({"run": {"models": [name]}, "models": {name: {"hparams": "fixed", "lr": 3.25e-4,
+                                                                                  "epochs": 7}}}))
+    section = resolve_model(load_config(ROOT / "config.yaml", path), name)
+    tune(section, None, None, tmp_path / "trials.csv", tmp_path / "best.json", torch.device("cpu"))
+    best = read_best(tmp_path / "best.json")
+    assert (best["lr"], best["epochs"], best["source"]) == (3.25e-4, 7, "fixed")
+    runner = Runner(create_model(section["arch"], **section["args"]), section, torch.device("cpu"), best["lr"])
+    assert [o.param_groups[0]["lr"] for o in runner.optimizers] == [3.25e-4] * players
+    assert sum(len(g["params"]) for o in runner.optimizers for g in o.param_groups) == \
+        sum(1 for p in runner.model.parameters() if p.requires_grad)  # every trainable tensor, once

@@ -9,7 +9,7 @@ from conftest import run_cli, tiny_model_cfg
 from reprozoo.config import ConfigError, deep_merge, load_config
 from reprozoo.architectures import architectures_declaring
 from reprozoo.data import DataError, labelled_mask, load_arrays, read_split
-from reprozoo.engine import Normalize, Runner, Tensors, fit, seed_everything
+from reprozoo.engine import Normalize, Runner, Tensors, fit, optimizers, seed_everything
 from reprozoo.models import count_parameters, create_model, objective_name
 from reprozoo.objectives import ACGAN, Collapsed, get_objective
 
@@ -50,7 +50,7 @@ def test_one_vae_step_lowers_its_objective():
     seed_everything(0)
     model, objective = create_model("vae"), get_objective("vae_m2")
     x, y = batch()
-    opt = objective.optimizers(model, 1e-3, {"betas": [0.9, 0.999], "weight_decay": 0.0})
+    opt = optimizers(objective, model, 1e-3, {"betas": [0.9, 0.999], "weight_decay": 0.0})
 
     def loss():
         torch.manual_seed(1)  # the same z draws before and after
@@ -70,7 +70,7 @@ def test_acgan_steps_lower_each_players_loss():
     model, objective = create_model("acgan", dropout=0.0), get_objective("acgan")
     x, y = batch()
     labelled = half_labelled()
-    opt_d, opt_g = objective.optimizers(model, 1e-3, {"betas": [0.5, 0.999], "weight_decay": 0.0})
+    opt_d, opt_g = optimizers(objective, model, 1e-3, {"betas": [0.5, 0.999], "weight_decay": 0.0})
     model.train()
     z = torch.randn(8, model.z_dim, generator=torch.Generator().manual_seed(2))
     c = torch.arange(8) % 10
