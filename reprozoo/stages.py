@@ -62,6 +62,7 @@ PATHS = {
     "ablation_table": f"{R}/report/ablations.csv",
     "verification_table": f"{R}/report/verification.csv",
     "summary": f"{R}/report/summary.json",
+    "histories": f"{R}/report/histories.csv",  # every run's history in one long table: `dvc plots show` draws it
     # figures (each with a PDF twin, reprozoo.io.pdf_twin): the report's, then those a model declares
     "curves": f"{R}/report/figures/curves_{{model}}.png",
     "confusion_plot": f"{R}/report/figures/confusion_{{model}}.png",
@@ -142,7 +143,7 @@ STAGES: dict[str, Stage] = {
                     ("dataset",), each_run=("metrics", "run", "best", "history", "confusion", "predictions"),
                     each_model=("verify",), optional=("predictions",),
                     outputs=("table_csv", "table_md", "verdicts", "claims", "ablation_table", "verification_table",
-                             "summary", "accuracy_plot"),  # the other figures go beside the accuracy chart
+                             "summary", "histories", "accuracy_plot"),  # the other figures go beside the accuracy chart
                     code=(*(f"report/{m}.py" for m in REPORT_MODULES), "results.py", "stats.py")),
 }
 

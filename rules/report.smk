@@ -24,6 +24,7 @@ rule report:
             PATHS["verification_table"], caption="../workflow/report/verification.rst", category="Tables"
         ),
         summary=PATHS["summary"],
+        histories=PATHS["histories"],
         accuracy_plot=report(PATHS["accuracy_plot"], caption="../workflow/report/accuracy.rst", category="Figures"),
         curves=report(
             expand(PATHS["curves"], model=MODELS, allow_missing=True),

@@ -363,6 +363,7 @@ def dvc_repo(tmp_path_factory):
     (work / ".gitignore").write_text("results/\nresources/\nlogs/\n.snakemake/\n__pycache__/\n")
     dvc("init", "-q", cwd=work)
     shutil.copy2(ROOT / ".dvc/config", work / ".dvc/config")  # the offline plots page
+    shutil.copytree(ROOT / ".dvc/plots", work / ".dvc/plots")  # the plots' templates
     result = run_cli("dvc-yaml", "--configfile", "tests/tiny.yaml", cwd=work)
     assert result.returncode == 0, result.stderr
     sh("git", "add", "-A", cwd=work)
@@ -521,24 +522,69 @@ def test_reported_numbers_and_prose_rerun_only_the_report_in_both_engines(dvc_re
 def test_plots_show_renders_each_models_curves_confusion_and_trials_offline(dvc_repo, tmp_path):
     work, _, _ = dvc_repo
     plots = json.loads(dvc("plots", "show", "--json", cwd=work).stdout)["data"]
-    run = {m: f"results/digits/{{}}/{m}/seed3407" for m in ("mlp", "cnn")}
-    ids = {"digits/accuracy"} | {f"digits/{m}/loss" for m in run} | {
-        f"results/digits/eval/{m}/seed3407/predictions.csv" for m in run} | {f"results/digits/tune/{m}/trials.csv"
-                                                                             for m in run}
+    models = ("mlp", "cnn")
+    ids = {"digits/accuracy", "digits/loss"} | {f"results/digits/eval/{m}/seed3407/predictions.csv" for m in models} | {
+        f"results/digits/tune/{m}/trials.csv" for m in models}
     assert set(plots) == ids
-    epochs = {m: len(output(work, f"train/{m}", "history.csv").read_text().splitlines()) - 1 for m in run}
-    assert len(plots["digits/accuracy"][0]["content"]["data"]["values"]) == sum(epochs.values())  # every model
-    for model in run:
-        loss = plots[f"digits/{model}/loss"][0]["content"]["data"]["values"]
-        assert {row["field"] for row in loss} == {"train_loss", "test_loss"} and len(loss) == 2 * epochs[model]
-        confusion = plots[f"results/digits/eval/{model}/seed3407/predictions.csv"][0]["content"]["data"]["values"]
-        assert len(confusion) == 360 and {"actual", "predicted"} <= set(confusion[0])  # one row per test image
-        trials = plots[f"results/digits/tune/{model}/trials.csv"][0]["content"]["data"]["values"]
-        assert len(trials) == 2 and float(trials[0]["lr"]) > 0  # tests/tiny.yaml: max_evals 2
+    epochs = {m: len(output(work, f"train/{m}", "history.csv").read_text().splitlines()) - 1 for m in models}
+    accuracy = plots["digits/accuracy"][0]["content"]
+    assert len(accuracy["data"]["values"]) == sum(epochs.values())  # every model's every epoch
+    assert {row["model"] for row in accuracy["data"]["values"]} == set(models)
+    assert accuracy["encoding"]["color"]["field"] == "model" and accuracy["encoding"]["y"]["title"] == \
+        "test accuracy (%)"
+    loss = plots["digits/loss"][0]["content"]
+    assert {row["field"] for row in loss["data"]["values"]} == {"train_loss", "test_loss"}
+    assert len(loss["data"]["values"]) == 2 * sum(epochs.values()) and loss["facet"]["field"] == "model"
+    for model in models:
+        confusion = plots[f"results/digits/eval/{model}/seed3407/predictions.csv"][0]["content"]
+        assert len(confusion["data"]["values"]) == 360 and {"actual", "predicted"} <= set(confusion["data"]["values"][0])
+        assert confusion["title"]["text"] == f"digits / {model}, seed 3407: test images by class"
+        trials = plots[f"results/digits/tune/{model}/trials.csv"][0]["content"]
+        assert len(trials["data"]["values"]) == 2 and trials["encoding"]["x"]["scale"]["type"] == "log"  # max_evals 2
+        assert trials["title"] == f"digits / {model}: tuning trials"
     dvc("plots", "show", "-o", tmp_path / "plots", cwd=work)  # .dvc/config names the offline page
     html = (tmp_path / "plots/index.html").read_text()
-    assert all(plot in html for plot in ids) and html.count("vegaEmbed(") >= len(ids)
+    assert html.count("vegaEmbed(") >= len(ids)
     assert not re.search(r"<script[^>]+src=", html) and "cdn.jsdelivr" not in html  # nothing to fetch
+    drawn = drawn_in_chromium(tmp_path / "plots/index.html", tmp_path)
+    assert set(drawn) == {re.sub(r"\W", "_", plot) for plot in ids}, drawn  # every plot in its place, none failed
+    assert {m: drawn["digits_accuracy"]["texts"].count(m) for m in models} == {"mlp": 1, "cnn": 1}  # the legend
+    assert drawn["digits_accuracy"]["lines"] == len(models) and drawn["digits_loss"]["lines"] == 2 * len(models)
+    assert {"epoch", "test accuracy (%)"} <= set(drawn["digits_accuracy"]["texts"])
+    assert set(drawn["digits_accuracy"]["texts"]) >= {str(e) for e in range(1, max(epochs.values()) + 1)}
+    assert not any(re.fullmatch(r"\d+\.\d+", t) for t in drawn["digits_accuracy"]["x_ticks"])  # whole epochs only
+    for model in models:
+        assert drawn[f"results_digits_tune_{model}_trials_csv"]["symbols"] == 2
+        assert drawn[f"results_digits_eval_{model}_seed3407_predictions_csv"]["rects"] >= 10  # a cell per class seen
+
+
+CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+
+
+def drawn_in_chromium(page, tmp_path) -> dict[str, dict]:
+    """What Debian's Chromium, headless, drew of each plot of a `dvc plots show` page (SVG, .dvc/plots.html):
+    per plot div, its texts, the x axis's tick labels and how many lines, points and cells it drew.
+    A plot that drew nothing, or failed, is left out. Skips where Chromium is missing, but on CI."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI: no Chromium (.ci/run installs Debian's chromium)")
+        pytest.skip("Debian's chromium is not installed")
+    dom = sh(browser, *CHROMIUM, f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=20000",
+             "--window-size=1400,1000", "--dump-dom", page.as_uri(), cwd=tmp_path, timeout=120).stdout
+    drawn = {}
+    for plot_id, body in re.findall(r'<div id="(\w+)"[^>]*>(.*?)(?=<div id="\w+"|</body>)', dom, flags=re.S):
+        if "plot-error" in body or "<svg" not in body:
+            continue
+        texts = [t.strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", body)]
+        x_ticks = [t for axis in re.split(r'aria-roledescription="axis"', body)[1:] if axis.startswith(' aria-label="X-axis')
+                   for labels in re.findall(r'class="mark-text role-axis-label"[^>]*>(.*?)</g>', axis, flags=re.S)[:1]
+                   for t in re.findall(r"<text[^>]*>([^<]*)</text>", labels)]
+        drawn[plot_id] = {"texts": texts, "x_ticks": x_ticks,
+                          **{kind: len(re.findall(f'<path[^>]*aria-roledescription="{role}"', body))
+                             for kind, role in (("lines", "line mark"), ("symbols", "point"), ("rects", "rect mark"))}}
+    return drawn
 
 
 @pytest.mark.slow

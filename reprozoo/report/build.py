@@ -26,11 +26,19 @@ def beside(path, name: str, **names) -> Path:
     return Path(path).parent / Path(PATHS[name]).name.format(**names)
 
 
+def histories(res: Results) -> pd.DataFrame:
+    """Every run's history, one row per model, seed and epoch (wall times left out: the same config
+    gives the same bytes); what `dvc plots show` draws one line per model from."""
+    rows = pd.concat([h.assign(model=name) for name in res.order for h in res.histories[name]], ignore_index=True)
+    first = ["model", "seed", "epoch"]
+    return rows[first + [c for c in rows.columns if c not in first and c != "seconds"]]
+
+
 def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_paths, best_paths, history_paths,
            table_csv_path, table_md_path, accuracy_plot_path, *, verify_paths=(), confusion_paths=(),
            predictions_paths=(), study: dict | None = None, ablations: dict | None = None, verdicts_path=None,
            ablation_table_path=None, verification_table_path=None, summary_path=None,
-           claims_path=None) -> pd.DataFrame:
+           claims_path=None, histories_path=None) -> pd.DataFrame:
     if len({len(models), len(metrics_paths), len(run_paths), len(best_paths), len(history_paths)}) != 1:
         raise ConfigError("--models, --metrics, --run, --best and --history need one entry per run")
     if confusion_paths and len(confusion_paths) != len(models):
@@ -56,6 +64,7 @@ def report(dataset: dict, papers: dict, models: list[str], metrics_paths, run_pa
     write_csv(verification_table_path or beside(table_csv_path, "verification_table"), verification, index=False)
     if summary_path is not None:
         write_json(summary_path, summarise(verdicts, table))
+    write_csv(histories_path or beside(table_csv_path, "histories"), histories(res), index=False)
 
     spec = paper_spec_md(study or {}, papers, main + list(ablations))
     write_text(table_md_path, comparison_md(dataset, table, verdicts, claims_md(claims), ablation_table, verification,
