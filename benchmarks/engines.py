@@ -6,7 +6,10 @@ Each engine runs in a fresh copy of the workflow, one after the other, on the sa
 - python -m reprozoo dvc-yaml --configfile <override>; dvc repro   (`make dvc-demo`, in a new git + DVC repository)
 
 Prints each wall time, the ratio DVC / Snakemake, and whether every run's metrics.json,
-predictions.csv and weights.pt are the same bytes in both.
+predictions.csv and weights.pt are the same bytes in both. Then, in the DVC copy, Snakemake after
+DVC: the first `snakemake -n` (which takes DVC's outputs as Snakemake's own, rules/common.smk)
+and a second one, beside a `snakemake -n` in the Snakemake copy; and whether `snakemake --report`
+gives each job the time its benchmark file says.
 
     python benchmarks/engines.py                                # the demo on 2 cores (about 20 minutes)
     python benchmarks/engines.py --configfile tests/tiny.yaml   # a smoke run (about 3 minutes)
@@ -14,7 +17,9 @@ predictions.csv and weights.pt are the same bytes in both.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,6 +63,25 @@ def dvc(work: Path, args: argparse.Namespace) -> float:
     return time.perf_counter() - start
 
 
+def timed(command: list[str], work: Path) -> float:
+    start = time.perf_counter()
+    run(command, work)
+    return time.perf_counter() - start
+
+
+def report_times(work: Path, args: argparse.Namespace) -> tuple[int, int, float]:
+    """`snakemake --report`'s job times against the benchmark files: jobs, jobs with a benchmark time, and the
+    largest difference between the two (s)."""
+    run([str(Path(sys.executable).parent / "snakemake"), "--configfile", args.configfile, "--report", "report.html"],
+        work)
+    page = (work / "report.html").read_text()
+    shown = json.loads(re.search(r'"description": "Runtimes of jobs\.", "data": \{"values": (\[.*?\])\}', page)[1])
+    measured = [float(f.read_text().splitlines()[1].split("\t")[0]) for f in (work / "logs").rglob("benchmarks/**/*.tsv")
+                if f.read_text().splitlines()[1].split("\t")[0] != "NA"]
+    runtimes = sorted(job["runtime"] for job in shown)
+    return len(runtimes), len(measured), max((abs(a - b) for a, b in zip(runtimes, sorted(measured))), default=0.0)
+
+
 def differing(first: Path, second: Path, configfile: str) -> tuple[int, list[str]]:
     """How many files were compared, and those whose bytes differ."""
     cfg = load_config(first / "config.yaml", first / configfile)
@@ -76,11 +100,19 @@ def main() -> None:
         smk = snakemake(first, args)
         dvc_seconds = dvc(second, args)
         compared, differ = differing(first, second, args.configfile)
+        snakemake_bin = str(Path(sys.executable).parent / "snakemake")
+        dry = [snakemake_bin, "-n", "--configfile", args.configfile]
+        after_dvc, again, plain = timed(dry, second), timed(dry, second), timed(dry, first)
+        jobs, benchmarked, worst = report_times(second, args)
     print(f"config.yaml + {args.configfile}, {os.cpu_count()} cores")
     print(f"  snakemake --cores {args.cores}: {smk:7.1f} s  1.00x")
     print(f"  dvc repro:{' ' * (len(str(args.cores)) + 10)}{dvc_seconds:7.1f} s  {dvc_seconds / smk:.2f}x")
     print(f"  metrics.json, predictions.csv, weights.pt: {compared - len(differ)} of {compared} files the same bytes"
           + (f"; differ: {', '.join(differ)}" if differ else ""))
+    print(f"  snakemake -n after dvc repro: {after_dvc:.1f} s (records DVC's outputs), then {again:.1f} s; "
+          f"after snakemake: {plain:.1f} s")
+    print(f"  snakemake --report after dvc repro: {jobs} jobs, {benchmarked} benchmark files with a time; "
+          f"job times differ from them by at most {worst:.2f} s")
 
 
 if __name__ == "__main__":

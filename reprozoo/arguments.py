@@ -50,6 +50,8 @@ def add_stage(sub, name: str, stage: Stage) -> None:
         p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     p.add_argument("--log", metavar="PATH", help="write everything the stage prints to this file (replaced each "
                                                  "run); only a failure's one-line reason goes to the terminal")
+    p.add_argument("--benchmark", metavar="PATH", help="after the stage succeeds, write its wall time, memory and CPU "
+                                                       "time here, as Snakemake's `benchmark:` does (DVC's jobs)")
 
 
 def resolve(args: argparse.Namespace) -> list[str]:

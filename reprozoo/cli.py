@@ -24,7 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from reprozoo import __version__, gpus, runlock
 from reprozoo.arguments import add_config_options, add_stage, in_results, resolve, stage_arguments
 from reprozoo.errors import UserError
-from reprozoo.io import log_to, write_text
+from reprozoo.io import benchmark, log_to, write_text
 from reprozoo.stages import PATHS, STAGES
 
 
@@ -85,10 +85,10 @@ def run_stage(args: argparse.Namespace) -> None:
         runlock.begin("stage", {}, write_text)  # shared with other stages; refused beside a run
     if STAGES[args.stage].compute:  # torch's threads: the section's, so that both engines compute the same sums
         from reprozoo.engine import pick_device
-
         gpus.claim(args.device)  # a slot on one card, before CUDA starts: the job sees that card alone
         kwargs["device"] = pick_device(args.device, (kwargs.get("cfg") or kwargs["spec"])["threads"])
-    run(**kwargs)
+    with benchmark(args.benchmark) if args.benchmark else contextlib.nullcontext():  # DVC's jobs: rules/common.smk
+        run(**kwargs)
 
 
 def run_tool(args: argparse.Namespace) -> str:
@@ -110,8 +110,7 @@ def run_tool(args: argparse.Namespace) -> str:
 
 
 def _after_experiment() -> str:
-    """Under `dvc exp run` (DVC sets DVC_EXP_BASELINE_REV) a failure leaves the experiment's `-S` values in
-    params.yaml, and the next run would fail the same way: say how to put the workspace back."""
+    """Under `dvc exp run` (DVC_EXP_BASELINE_REV) a failure leaves its `-S` values in params.yaml: the way back."""
     if not os.environ.get("DVC_EXP_BASELINE_REV"):
         return ""
     return " (this experiment's values stay in params.yaml: `git checkout params.yaml dvc.lock && dvc checkout` " \

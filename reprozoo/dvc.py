@@ -3,7 +3,7 @@
 Snakemake is the orchestrator of record; dvc.yaml describes the same jobs in DVC's idiom, one
 `matrix` stage per rule over the run's datasets, models and seeds. Each stage follows from its
 declaration in reprozoo/stages.py, as the CLI does and as the rules (rules/*.smk) show it: the
-same command, files and log. Two differences, both by design:
+same command, files and log. Three differences, all by design:
 
 - DVC's first stage, `resolve`, writes the section files every job reads
   (reprozoo/sections.py); Snakemake writes them when it reads the Snakefile. Each job depends
@@ -12,6 +12,8 @@ same command, files and log. Two differences, both by design:
   editing reported numbers reruns the report.
 - The report depends on the folders of the per-run files it reads (results/<dataset>/eval, ...),
   and writes its figures as one folder; the metrics are its one summary file.
+- Each command adds `--benchmark <the rule's benchmark file>`: the job measures itself as Snakemake
+  measures it, so that Snakemake's records and report show the real times of the jobs DVC ran.
 
 tests/test_dvc.py checks that DVC reads from this file exactly the jobs, commands, inputs and
 outputs Snakemake plans. The file holds one configuration at a time (config.yaml and the
@@ -30,7 +32,7 @@ from reprozoo.errors import UserError
 from reprozoo.io import pdf_twin
 from reprozoo.schema import SCHEMA_PATH, STUDY_SCHEMA_PATH, read_yaml
 from reprozoo.sections import extra_test_folders, image_folders, seeds
-from reprozoo.stages import PATHS, ROOT, STAGES, Stage, log_of, rule_of
+from reprozoo.stages import PATHS, ROOT, STAGES, Stage, benchmark_of, log_of, rule_of
 
 BASE_CONFIG = "config.yaml"
 DVC_YAML = Path("dvc.yaml")
@@ -83,7 +85,7 @@ def _matrix(name: str, stage: Stage, models: str) -> dict:
 
 def _stage(name: str, models: str | None = None, backbone: str | None = None) -> dict:
     stage = STAGES[name]
-    log = _fill(log_of(name), stage)
+    log, benchmark = _fill(log_of(name), stage), _fill(benchmark_of(name), stage)
     command = [name, *(f"--{n} ${{item.{n}}}" for n in stage.names)]
     deps = [_fill(PATHS[stage.section], stage)]
     deps += [_fill(PATHS[f], stage, backbone, _study_seed_only(f)) for f in stage.inputs if f != "features" or backbone]
@@ -97,7 +99,8 @@ def _stage(name: str, models: str | None = None, backbone: str | None = None) ->
         elif f not in PLOTS and f not in METRICS:
             outs.append(_fill(PATHS[f], stage))
     result = {"matrix": Flow(_matrix(name, stage, models)),
-              "cmd": f"python -m reprozoo {' '.join(command)} --log {log}", "deps": deps, "outs": outs}
+              "cmd": f"python -m reprozoo {' '.join(command)} --log {log} --benchmark {benchmark}", "deps": deps,
+              "outs": outs}
     if plots := [Flow({_fill(PATHS[f], stage): Flow({**PLOTS[f], "title": _fill(PLOTS[f]["title"], stage)})})
                  for f in stage.outputs if f in PLOTS]:
         result["plots"] = plots

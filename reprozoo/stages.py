@@ -161,6 +161,14 @@ def log_of(name: str) -> str:
     return "/".join(parts) + ".log"
 
 
+def benchmark_of(name: str) -> str:
+    """A stage's benchmark (Snakemake's TSV: wall seconds, memory, CPU time), as its rule names it: its
+    log's path under logs/[{dataset}/]benchmarks/. DVC's jobs write it too (`--benchmark`)."""
+    log = log_of(name)
+    head = "logs/{dataset}/" if log.startswith("logs/{dataset}/") else "logs/"
+    return f"{head}benchmarks/{log[len(head):-len('.log')]}.tsv"
+
+
 # The section a stage may be given as JSON instead of a file (`--model-json`), and its argument.
 JSON_SECTIONS = {"dataset_cfg": ("dataset", "dataset"), "backbone_cfg": ("backbone", "spec"),
                  "model_cfg": ("model", "cfg"), "evaluate_cfg": ("model", "cfg"), "verify_cfg": ("model", "cfg")}

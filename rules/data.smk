@@ -14,6 +14,8 @@ rule download:
         manifest=PATHS["manifest"],
     log:
         "logs/{dataset}/download.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/download.tsv"
     conda:
         "../envs/reprozoo.yaml"
     shell:
@@ -30,6 +32,8 @@ rule prepare:
         data=PATHS["data"],
     log:
         "logs/{dataset}/prepare.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/prepare.tsv"
     conda:
         "../envs/reprozoo.yaml"
     shell:
@@ -45,6 +49,8 @@ rule split:
         split=PATHS["split"],
     log:
         "logs/{dataset}/split/seed{seed}.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/split/seed{seed}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     shell:

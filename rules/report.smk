@@ -44,6 +44,8 @@ rule report:
         ],
     log:
         "logs/{dataset}/report.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/report.tsv"
     conda:
         "../envs/reprozoo.yaml"
     shell:
@@ -64,6 +66,8 @@ rule attention:
         pdf=pdf_twin(PATHS["attention_plot"]),
     log:
         "logs/{dataset}/attention/{model}.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/attention/{model}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     shell:
@@ -85,6 +89,8 @@ rule samples:
         pdf=pdf_twin(PATHS["samples_plot"]),
     log:
         "logs/{dataset}/samples/{model}.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/samples/{model}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     shell:

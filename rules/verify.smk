@@ -13,6 +13,8 @@ rule verify:
         verify=PATHS["verify"],
     log:
         "logs/{dataset}/verify/{model}.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/verify/{model}.tsv"
     conda:
         "../envs/reprozoo.yaml"
     shell:

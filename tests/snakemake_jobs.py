@@ -63,7 +63,8 @@ def _job_recorder():
             if getattr(record, "event", None) == LogEvent.JOB_INFO:
                 self.jobs.append({"rule": record.rule_name, "wildcards": dict(record.wildcards),
                                   "input": [str(f) for f in record.input],
-                                  "output": [str(f) for f in record.output], "cmd": record.shellcmd})
+                                  "output": [str(f) for f in record.output], "cmd": record.shellcmd,
+                                  "benchmark": str(record.benchmark) if record.benchmark else None})
 
     registry = LoggerPluginRegistry()  # a no-op when registered already
     registry.register_plugin(f"snakemake_logger_plugin_{PLUGIN.replace('-', '_')}",

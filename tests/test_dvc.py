@@ -181,6 +181,8 @@ def assert_same_jobs(work, configs) -> list[dict]:
             any(_covers([d], f) for f in job["input"]) for d in deps), name  # a folder dep: the report's runs
         command = shlex.split(stage.cmd)
         snakemake = shlex.split(job["cmd"])
+        assert command[-2:] == ["--benchmark", job["benchmark"]], name
+        del command[-2:]  # the job measures itself where Snakemake's `benchmark:` would (rules/common.smk reads it)
         if "--cores" in snakemake:  # a tuning job's cores under Snakemake; DVC runs one stage at a time on them all
             at = snakemake.index("--cores")
             del snakemake[at:at + 2]
@@ -234,6 +236,8 @@ rule errors:
         pdf=pdf_twin(PATHS["errors_plot"]),
     log:
         "logs/{dataset}/errors/{model}.log",
+    benchmark:
+        "logs/{dataset}/benchmarks/errors/{model}.tsv"
     shell:
         "python -m reprozoo errors --dataset {wildcards.dataset} --model {wildcards.model} --log {log}"
 '''
@@ -388,6 +392,15 @@ def test_dvc_repro_runs_every_stage_then_nothing_in_either_engine(dvc_repo):
     result = run_snakemake("-n", "--configfile", "tests/tiny.yaml", cwd=work)  # no `make dvc-touch` first
     assert "outputs that DVC made are current" in result.stderr and "Nothing to be done" in result.stdout + result.stderr
     assert snakemake_plans(work) == set()
+    # Snakemake's report gives each job DVC ran the time its benchmark file says (the job wrote it: --benchmark)
+    measured = {str(f.relative_to(work)): float(f.read_text().splitlines()[1].split("\t")[0])
+                for f in (work / "logs").rglob("*.tsv")}
+    assert len(measured) == len(pipeline_stages(work) - {"resolve"}) and all(s > 0 for s in measured.values())
+    report = run_snakemake("--configfile", "tests/tiny.yaml", "--report", "report.html", cwd=work)
+    assert report.returncode == 0, report.stderr[-2000:]
+    page = (work / "report.html").read_text()
+    shown = json.loads(re.search(r'"description": "Runtimes of jobs\.", "data": \{"values": (\[.*?\])\}', page)[1])
+    assert sorted(job["runtime"] for job in shown) == pytest.approx(sorted(measured.values()), abs=0.01)
     print(f"dvc repro (tiny) wall time: {seconds:.0f}s")
 
 
@@ -659,10 +672,12 @@ def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
     dvc("push", TINY, cwd=work)
     shutil.rmtree(work / "results")
     shutil.rmtree(work / ".dvc/cache")  # so the files really come from the remote
+    shutil.rmtree(work / "logs")  # as in a fresh clone: no logs, no benchmark files
     dvc("pull", cwd=work)  # no `make dvc-pull` needed: Snakemake takes DVC's outputs as its own
     assert (work / "results/digits/report/comparison.csv").is_file()
     assert changed_stages(work) == set()
     assert snakemake_plans(work) == set()
+    assert (work / "logs/digits/benchmarks/report.tsv").read_text().splitlines()[1].startswith("NA\t")  # not run here
 
 
 @pytest.mark.slow

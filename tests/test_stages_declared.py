@@ -17,7 +17,7 @@ from conftest import ROOT, copy_workflow
 from reprozoo import arguments, cli
 from reprozoo.config import load_config
 from reprozoo.sections import TRACKS, section_files
-from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, log_of
+from reprozoo.stages import JSON_SECTIONS, PATHS, STAGES, benchmark_of, log_of
 
 
 def _section_of(stage, files: dict) -> dict:
@@ -76,5 +76,6 @@ def test_every_rule_declares_the_files_its_command_reads_and_writes(demo_jobs, m
         assert set(job["input"]) - code == read, job["rule"]
         assert code == {f"reprozoo/{c}" for c in stage.code}, job["rule"]  # dvc.yaml's code deps come from these
         assert argv[-1] == log_of(args.stage).format(**job["wildcards"]), job["rule"]
+        assert job["benchmark"] == benchmark_of(args.stage).format(**job["wildcards"]), job["rule"]  # DVC's too
         assert {p for f in stage.outputs for p in paths[f]} <= set(job["output"]), job["rule"]
         assert "{" not in job["cmd"] and len(job["cmd"]) < 200  # no config JSON, no list of files
