@@ -28,7 +28,7 @@ NAMES = {"dataset": "digits", "model": "mlp", "seed": 3407}
 INPUTS = ("metrics", "run", "best", "history", "confusion", "predictions", "verify")
 FILES = {name: PATHS[name].format(**NAMES) for name in (*INPUTS, "report_cfg")}
 OUTPUTS = ("table_csv", "table_md", "verdicts", "claims", "ablation_table", "verification_table", "summary",
-           "accuracy_plot")
+           "histories", "accuracy_plot")
 REPORT = Path(PATHS["table_csv"].format(**NAMES)).parent  # every output (figures too) is under it
 
 
