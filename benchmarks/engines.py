@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from reprozoo.config import load_config, run_models  # noqa: E402
+from reprozoo.benchmark import benchmark_seconds  # noqa: E402
 from reprozoo.sections import seeds  # noqa: E402
 from job_threads import copy_workflow  # noqa: E402  (benchmarks/, this script's folder)
 
@@ -36,48 +37,37 @@ COMPARED = ("eval/{model}/seed{seed}/metrics.json", "eval/{model}/seed{seed}/pre
             "train/{model}/seed{seed}/weights.pt")
 
 
-def run(command: list[str], work: Path) -> None:
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "TQDM_DISABLE": "1",
-           "DVC_NO_ANALYTICS": "1"}
+def run(command: list[str], work: Path) -> float:
+    """Run `command` in `work` with this venv's tools first on PATH; its wall seconds (exit on failure)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "TQDM_DISABLE": "1", "DVC_NO_ANALYTICS": "1"}
+    start = time.perf_counter()
     result = subprocess.run(command, cwd=work, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"engines: {' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
 
 
 def snakemake(work: Path, args: argparse.Namespace) -> float:
-    start = time.perf_counter()
-    run([str(Path(sys.executable).parent / "snakemake"), "--cores", str(args.cores), "--configfile",
-         args.configfile], work)
-    return time.perf_counter() - start
+    return run(["snakemake", "--cores", str(args.cores), "--configfile", args.configfile], work)
 
 
 def dvc(work: Path, args: argparse.Namespace) -> float:
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=b", "-c", "user.email=b@b",
-                                                                  "commit", "-qm", "workflow"]):
+                                                                  "commit", "-qm", "workflow"], ["dvc", "init", "-q"]):
         run(command, work)
-    run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], work)
-    start = time.perf_counter()  # what `make dvc-demo` times: dvc.yaml, then `dvc repro`
-    run([sys.executable, "-m", "reprozoo", "dvc-yaml", "--configfile", args.configfile], work)
-    run([str(Path(sys.executable).parent / "dvc"), "repro"], work)
-    return time.perf_counter() - start
-
-
-def timed(command: list[str], work: Path) -> float:
-    start = time.perf_counter()
-    run(command, work)
-    return time.perf_counter() - start
+    # what `make dvc-demo` times: dvc.yaml, then `dvc repro`
+    return run([sys.executable, "-m", "reprozoo", "dvc-yaml", "--configfile", args.configfile], work) + \
+        run(["dvc", "repro"], work)
 
 
 def report_times(work: Path, args: argparse.Namespace) -> tuple[int, int, float]:
     """`snakemake --report`'s job times against the benchmark files: jobs, jobs with a benchmark time, and the
     largest difference between the two (s)."""
-    run([str(Path(sys.executable).parent / "snakemake"), "--configfile", args.configfile, "--report", "report.html"],
-        work)
+    run(["snakemake", "--configfile", args.configfile, "--report", "report.html"], work)
     page = (work / "report.html").read_text()
     shown = json.loads(re.search(r'"description": "Runtimes of jobs\.", "data": \{"values": (\[.*?\])\}', page)[1])
-    measured = [float(f.read_text().splitlines()[1].split("\t")[0]) for f in (work / "logs").rglob("benchmarks/**/*.tsv")
-                if f.read_text().splitlines()[1].split("\t")[0] != "NA"]
+    measured = [s for f in (work / "logs").rglob("benchmarks/**/*.tsv") if (s := benchmark_seconds(f)) is not None]
     runtimes = sorted(job["runtime"] for job in shown)
     return len(runtimes), len(measured), max((abs(a - b) for a, b in zip(runtimes, sorted(measured))), default=0.0)
 
@@ -100,9 +90,8 @@ def main() -> None:
         smk = snakemake(first, args)
         dvc_seconds = dvc(second, args)
         compared, differ = differing(first, second, args.configfile)
-        snakemake_bin = str(Path(sys.executable).parent / "snakemake")
-        dry = [snakemake_bin, "-n", "--configfile", args.configfile]
-        after_dvc, again, plain = timed(dry, second), timed(dry, second), timed(dry, first)
+        dry = ["snakemake", "-n", "--configfile", args.configfile]
+        after_dvc, again, plain = run(dry, second), run(dry, second), run(dry, first)
         jobs, benchmarked, worst = report_times(second, args)
     print(f"config.yaml + {args.configfile}, {os.cpu_count()} cores")
     print(f"  snakemake --cores {args.cores}: {smk:7.1f} s  1.00x")

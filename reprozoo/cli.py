@@ -24,7 +24,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from reprozoo import __version__, gpus, runlock
 from reprozoo.arguments import add_config_options, add_stage, in_results, resolve, stage_arguments
 from reprozoo.errors import UserError
-from reprozoo.io import benchmark, log_to, write_text
+from reprozoo.benchmark import benchmark
+from reprozoo.io import log_to, write_text
 from reprozoo.stages import PATHS, STAGES
 
 

@@ -10,12 +10,9 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -157,30 +154,6 @@ def write_text(path: str | Path, text: str) -> None:
 def write_csv(path: str | Path, frame, **kwargs) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, **kwargs)
-
-
-@contextlib.contextmanager
-def benchmark(path: str | Path) -> Iterator[None]:
-    """The block measured into a benchmark file as Snakemake's `benchmark:` writes one (the same TSV columns),
-    for a job that DVC runs (`--benchmark`): wall seconds, peak RSS, I/O and CPU seconds of this process and its
-    children, from the kernel's accounting at the end; Snakemake's sampling thread is not safe beside tune's
-    forked trial workers. What that accounting does not give (virtual, unique, proportional memory, the
-    sampled load) is NA."""
-    def usage():
-        return [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-
-    def total(field, of):
-        return sum(getattr(u, field) for u in of)
-
-    before, start = usage(), time.perf_counter()
-    yield
-    seconds, after = time.perf_counter() - start, usage()
-    cpu = sum(total(f, after) - total(f, before) for f in ("ru_utime", "ru_stime"))
-    io_mb = [(total(f, after) - total(f, before)) * 512 / 2**20 for f in ("ru_inblock", "ru_oublock")]
-    row = [f"{seconds:.4f}", str(timedelta(seconds=int(seconds))), f"{max(u.ru_maxrss for u in after) / 1024:.2f}",
-           "NA", "NA", "NA", *(f"{mb:.2f}" for mb in io_mb), "NA", f"{cpu:.2f}"]
-    write_text(path, "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-                     + "\t".join(row) + "\n")
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -11,12 +11,12 @@ from pathlib import Path
 REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
 import snakemake.executors.touch
-from snakemake.benchmark import BenchmarkRecord
 
 from reprozoo import gpus, runlock
 from reprozoo.architectures import models_declaring
 from reprozoo.config import EXPERIMENTS, complete, run_models
 from reprozoo.errors import UserError
+from reprozoo.benchmark import benchmark_seconds, write_benchmark
 from reprozoo.io import pdf_twin
 from reprozoo.resolve import resolve
 from reprozoo.stages import PATHS, REPORT_MODULES, STAGES
@@ -158,12 +158,13 @@ def default_targets():
 DVC_TOUCH = "REPROZOO_DVC_TOUCH"
 DVC_CHANGED = 3  # the touch's exit status when `dvc status` shows changes: nothing was touched
 DVC = shutil.which("dvc") or shutil.which("dvc", path=os.path.dirname(sys.executable))
+TOUCHING = bool(os.environ.get(DVC_TOUCH))  # this process is that touch
 
 
 def reconcile_with_dvc():
     """In the main process: the touch above, when DVC wrote something since the last look. The touch
     builds its DAG while `dvc status` runs, then waits in `onstart` for the word to go on (stdin)."""
-    if os.environ.get("REPROZOO_NO_DVC_SYNC") or os.environ.get(DVC_TOUCH) or not workflow.is_main_process:
+    if os.environ.get("REPROZOO_NO_DVC_SYNC") or TOUCHING or not workflow.is_main_process:
         return
     stamp = Path(".snakemake/reprozoo-dvc-seen")
     if DVC is None or not os.path.isfile("dvc.lock") or not _dvc_written_since(stamp):
@@ -188,7 +189,7 @@ def reconcile_with_dvc():
     stamp.touch()
 
 
-if os.environ.get(DVC_TOUCH):
+if TOUCHING:
     # Snakemake's touch sleeps 0.1 s per job so that outputs are newer than inputs; touched in DAG order
     # they are at least as new, all Snakemake asks (an input counts only when strictly newer), and on
     # the demo those sleeps were most of the first dry run after DVC.
@@ -197,7 +198,7 @@ if os.environ.get(DVC_TOUCH):
 
 def touch_if_dvc_is_current():
     """`onstart` of the touch: leave (DVC_CHANGED) before touching anything unless DVC sees no change."""
-    if os.environ.get(DVC_TOUCH) and sys.stdin.readline().strip() != "touch":
+    if TOUCHING and sys.stdin.readline().strip() != "touch":
         sys.exit(DVC_CHANGED)
 
 
@@ -205,22 +206,16 @@ def record_job_times():
     """`onsuccess` of the touch, which recorded every job as run in no time: each job's records take its
     real run time (start = end - seconds) from its benchmark file, which DVC's job wrote (`--benchmark`)
     or Snakemake did, so that the report's Statistics page shows what the jobs took. A job whose
-    benchmark is missing (its outputs came by `dvc pull`) gets one of "NA"s: Snakemake would otherwise
+    benchmark is missing (its outputs came by `dvc pull`) gets one of NAs: Snakemake would otherwise
     plan the report again for the lack of it."""
-    if not os.environ.get(DVC_TOUCH):
+    if not TOUCHING:
         return
     persistence = workflow.persistence
     for job in workflow.dag.jobs:
-        if not job.benchmark:
-            continue
-        if not os.path.isfile(job.benchmark):
-            Path(job.benchmark).parent.mkdir(parents=True, exist_ok=True)
-            header = BenchmarkRecord.get_header()
-            Path(job.benchmark).write_text("\t".join(header) + "\n" + "\t".join(["NA"] * len(header)) + "\n")
-            continue
-        try:
-            seconds = float(Path(job.benchmark).read_text().splitlines()[1].split("\t")[0])
-        except (IndexError, ValueError):  # no time in it: the touch's 0 s stays
+        if job.benchmark and not os.path.isfile(job.benchmark):
+            write_benchmark(job.benchmark)
+        seconds = benchmark_seconds(job.benchmark) if job.benchmark else None
+        if seconds is None:  # no benchmark, or NA: the touch's 0 s stays
             continue
         for f in job.output:
             record = persistence.metadata(f)

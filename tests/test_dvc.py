@@ -17,10 +17,12 @@ import time
 import pandas as pd
 import pytest
 import yaml
+from snakemake.benchmark import BenchmarkRecord
 
 from conftest import BIN, ROOT, run_cli, run_snakemake
 from reprozoo.config import load_config, run_models
 from reprozoo.dvc import stage_order
+from reprozoo.benchmark import BENCHMARK_COLUMNS, benchmark, benchmark_seconds, write_benchmark
 from reprozoo.errors import UserError
 from reprozoo.sections import resolve_model
 
@@ -393,8 +395,7 @@ def test_dvc_repro_runs_every_stage_then_nothing_in_either_engine(dvc_repo):
     assert "outputs that DVC made are current" in result.stderr and "Nothing to be done" in result.stdout + result.stderr
     assert snakemake_plans(work) == set()
     # Snakemake's report gives each job DVC ran the time its benchmark file says (the job wrote it: --benchmark)
-    measured = {str(f.relative_to(work)): float(f.read_text().splitlines()[1].split("\t")[0])
-                for f in (work / "logs").rglob("*.tsv")}
+    measured = {str(f.relative_to(work)): benchmark_seconds(f) for f in (work / "logs").rglob("*.tsv")}
     assert len(measured) == len(pipeline_stages(work) - {"resolve"}) and all(s > 0 for s in measured.values())
     report = run_snakemake("--configfile", "tests/tiny.yaml", "--report", "report.html", cwd=work)
     assert report.returncode == 0, report.stderr[-2000:]
@@ -540,6 +541,9 @@ def test_plots_show_renders_each_models_curves_confusion_and_trials_offline(dvc_
         f"results/digits/tune/{m}/trials.csv" for m in models}
     assert set(plots) == ids
     epochs = {m: len(output(work, f"train/{m}", "history.csv").read_text().splitlines()) - 1 for m in models}
+    histories = pd.read_csv(work / "results/digits/report/histories.csv")  # what the two curve plots draw
+    assert list(histories.columns[:3]) == ["model", "seed", "epoch"] and "seconds" not in histories  # no wall times
+    assert histories.groupby("model").size().to_dict() == epochs
     accuracy = plots["digits/accuracy"][0]["content"]
     assert len(accuracy["data"]["values"]) == sum(epochs.values())  # every model's every epoch
     assert {row["model"] for row in accuracy["data"]["values"]} == set(models)
@@ -565,10 +569,24 @@ def test_plots_show_renders_each_models_curves_confusion_and_trials_offline(dvc_
     assert drawn["digits_accuracy"]["lines"] == len(models) and drawn["digits_loss"]["lines"] == 2 * len(models)
     assert {"epoch", "test accuracy (%)"} <= set(drawn["digits_accuracy"]["texts"])
     assert set(drawn["digits_accuracy"]["texts"]) >= {str(e) for e in range(1, max(epochs.values()) + 1)}
-    assert not any(re.fullmatch(r"\d+\.\d+", t) for t in drawn["digits_accuracy"]["x_ticks"])  # whole epochs only
+    ticks = drawn["digits_accuracy"]["x_ticks"]  # whole epochs, each once (no 1, 2, 2 from ticks at 1.5)
+    assert ticks and all(t.isdigit() for t in ticks) and len(set(ticks)) == len(ticks), ticks
     for model in models:
         assert drawn[f"results_digits_tune_{model}_trials_csv"]["symbols"] == 2
         assert drawn[f"results_digits_eval_{model}_seed3407_predictions_csv"]["rects"] >= 10  # a cell per class seen
+
+
+def test_a_jobs_benchmark_file_is_snakemakes(tmp_path):
+    """What a DVC job writes (`--benchmark`) has Snakemake's columns, and its seconds are read back; a file of a job
+    not run here reads as no time."""
+    assert list(BENCHMARK_COLUMNS) == BenchmarkRecord.get_header()
+    with benchmark(tmp_path / "logs/job.tsv"):
+        time.sleep(0.2)
+    rows = pd.read_csv(tmp_path / "logs/job.tsv", sep="\t")
+    assert list(rows.columns) == list(BENCHMARK_COLUMNS) and len(rows) == 1
+    assert 0.2 <= benchmark_seconds(tmp_path / "logs/job.tsv") < 5 and rows["max_rss"][0] > 0
+    write_benchmark(tmp_path / "elsewhere.tsv")
+    assert benchmark_seconds(tmp_path / "elsewhere.tsv") is None and benchmark_seconds(tmp_path / "missing.tsv") is None
 
 
 CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -677,7 +695,8 @@ def test_push_delete_pull_then_neither_engine_recomputes(dvc_repo, tmp_path):
     assert (work / "results/digits/report/comparison.csv").is_file()
     assert changed_stages(work) == set()
     assert snakemake_plans(work) == set()
-    assert (work / "logs/digits/benchmarks/report.tsv").read_text().splitlines()[1].startswith("NA\t")  # not run here
+    report = work / "logs/digits/benchmarks/report.tsv"  # the report ran elsewhere: NA, and nothing planned for it
+    assert report.is_file() and benchmark_seconds(report) is None
 
 
 @pytest.mark.slow
