@@ -120,7 +120,7 @@ dvc-commit:
 ## matches its inputs, touch the outputs in DAG order and record them for Snakemake
 dvc-touch:
 	@dvc status --quiet || { dvc status; echo "dvc-touch: DVC sees changes: nothing touched"; exit 1; }
-	echo touch | REPROZOO_DVC_TOUCH=1 snakemake --touch --forceall --cores 1 $(SMK_CONFIG)
+	echo touch | REPROZOO_DVC_TOUCH=0 snakemake --touch --forceall --cores 1 $(SMK_CONFIG)
 
 ## dvc-exp-show: the experiments table in 120 columns: each experiment's changed params and the
 ## summary metrics it changed; no dates, no file columns

@@ -1,6 +1,6 @@
 """A job's benchmark file, as Snakemake's `benchmark:` writes one (the same TSV columns): what a job that
 DVC runs writes (`--benchmark`), and what the Snakefile reads back into Snakemake's records of that job
-(rules/common.smk), so that `snakemake --report` shows what DVC's jobs took."""
+(rules/dvc.smk), so that `snakemake --report` shows what DVC's jobs took."""
 from __future__ import annotations
 
 import contextlib

@@ -1,22 +1,16 @@
 # Config validation, the section files every job reads, and the rules' input functions.
-import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 # The repository root, from this file's place in it: `workflow.basedir` is the folder of the
 # Snakefile given to Snakemake (the top-level one, or workflow/Snakefile with -s).
 REPO = os.path.dirname(workflow.current_basedir)
 sys.path.insert(0, REPO)
-import snakemake.executors.touch
-
 from reprozoo import gpus, runlock
 from reprozoo.architectures import models_declaring
 from reprozoo.config import EXPERIMENTS, complete, run_models
 from reprozoo.errors import UserError
-from reprozoo.benchmark import benchmark_seconds, write_benchmark
 from reprozoo.io import pdf_twin
 from reprozoo.resolve import resolve
 from reprozoo.stages import PATHS, REPORT_MODULES, STAGES
@@ -145,95 +139,6 @@ def default_targets():
         for name, stage in STAGES.items()
         if not read & set(stage.outputs)
     ]
-
-
-# ------------------------------------------------------------------ after DVC ran stages
-# When DVC has written outputs since the last look (dvc repro, dvc exp run, dvc exp apply, dvc
-# checkout, dvc pull), the main process runs `snakemake --touch --forceall` with the same config
-# (this file again, with DVC_TOUCH set) beside `dvc status`: when DVC says every stage is current,
-# the touch puts the outputs' timestamps in DAG order and records every job for Snakemake (params,
-# code, inputs), so that Snakemake reruns nothing DVC has made; then each job's record takes its
-# real time from its benchmark file. Only in a DVC repository; a stamp in .snakemake/ keeps it to
-# one look per change.
-DVC_TOUCH = "REPROZOO_DVC_TOUCH"
-DVC_CHANGED = 3  # the touch's exit status when `dvc status` shows changes: nothing was touched
-DVC = shutil.which("dvc") or shutil.which("dvc", path=os.path.dirname(sys.executable))
-TOUCHING = bool(os.environ.get(DVC_TOUCH))  # this process is that touch
-
-
-def reconcile_with_dvc():
-    """In the main process: the touch above, when DVC wrote something since the last look. The touch
-    builds its DAG while `dvc status` runs, then waits in `onstart` for the word to go on (stdin)."""
-    if os.environ.get("REPROZOO_NO_DVC_SYNC") or TOUCHING or not workflow.is_main_process:
-        return
-    stamp = Path(".snakemake/reprozoo-dvc-seen")
-    if DVC is None or not os.path.isfile("dvc.lock") or not _dvc_written_since(stamp):
-        return
-    files = [str(f) for f in workflow.config_settings.configfiles]
-    args = ["--configfile", *files] if files else []  # one flag: a second --configfile replaces the first
-    if workflow.config_settings.config:  # `snakemake --config k=v`: values as YAML (JSON is YAML)
-        args += ["--config", *(f"{k}={json.dumps(v)}" for k, v in workflow.config_settings.config.items())]
-    touch = [sys.executable, "-m", "snakemake", "--touch", "--forceall", "--cores", "1", "--quiet", *args]
-    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    status = subprocess.Popen([DVC, "status", "--json"], **pipes)
-    done = subprocess.Popen(touch, stdin=subprocess.PIPE, env={**os.environ, DVC_TOUCH: "1"}, **pipes)
-    changes, _ = status.communicate()
-    current = status.returncode == 0 and json.loads(changes or "{}") == {}
-    _, err = done.communicate("touch\n" if current else "stop\n")
-    if done.returncode == 0:
-        print("reprozoo: outputs that DVC made are current (dvc status): recorded for Snakemake", file=sys.stderr)
-    elif done.returncode != DVC_CHANGED:  # say so: Snakemake may now plan to rerun what DVC made
-        last = (err.strip().splitlines() or ["no output"])[-1]
-        print(f"reprozoo: could not record DVC's outputs for Snakemake (snakemake --touch: {last})", file=sys.stderr)
-    stamp.parent.mkdir(exist_ok=True)
-    stamp.touch()
-
-
-if TOUCHING:
-    # Snakemake's touch sleeps 0.1 s per job so that outputs are newer than inputs; touched in DAG order
-    # they are at least as new, all Snakemake asks (an input counts only when strictly newer), and on
-    # the demo those sleeps were most of the first dry run after DVC.
-    snakemake.executors.touch.Executor.SLEEPING_TIME = 0
-
-
-def touch_if_dvc_is_current():
-    """`onstart` of the touch: leave (DVC_CHANGED) before touching anything unless DVC sees no change."""
-    if TOUCHING and sys.stdin.readline().strip() != "touch":
-        sys.exit(DVC_CHANGED)
-
-
-def record_job_times():
-    """`onsuccess` of the touch, which recorded every job as run in no time: each job's records take its
-    real run time (start = end - seconds) from its benchmark file, which DVC's job wrote (`--benchmark`)
-    or Snakemake did, so that the report's Statistics page shows what the jobs took. A job whose
-    benchmark is missing (its outputs came by `dvc pull`) gets one of NAs: Snakemake would otherwise
-    plan the report again for the lack of it."""
-    if not TOUCHING:
-        return
-    persistence = workflow.persistence
-    for job in workflow.dag.jobs:
-        if job.benchmark and not os.path.isfile(job.benchmark):
-            write_benchmark(job.benchmark)
-        seconds = benchmark_seconds(job.benchmark) if job.benchmark else None
-        if seconds is None:  # no benchmark, or NA: the touch's 0 s stays
-            continue
-        for f in job.output:
-            record = persistence.metadata(f)
-            if record and record.endtime is not None:
-                record.starttime = record.endtime - seconds
-                persistence._write_record(persistence._get_key(f), record)  # Snakemake's own record store
-
-
-def _dvc_written_since(stamp):
-    import yaml
-
-    seen = stamp.stat().st_mtime if stamp.is_file() else 0
-    lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
-    paths = ["dvc.lock"] + [o["path"] for s in lock.get("stages", {}).values() for o in s.get("outs", [])]
-    return any(os.path.exists(p) and os.path.getmtime(p) > seen for p in paths)
-
-
-reconcile_with_dvc()
 
 
 # ------------------------------------------------------------------ cluster requests no node can meet

