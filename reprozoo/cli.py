@@ -88,7 +88,7 @@ def run_stage(args: argparse.Namespace) -> None:
         from reprozoo.engine import pick_device
         gpus.claim(args.device)  # a slot on one card, before CUDA starts: the job sees that card alone
         kwargs["device"] = pick_device(args.device, (kwargs.get("cfg") or kwargs["spec"])["threads"])
-    with benchmark(args.benchmark) if args.benchmark else contextlib.nullcontext():  # DVC's jobs: rules/common.smk
+    with benchmark(args.benchmark) if args.benchmark else contextlib.nullcontext():  # DVC's jobs: rules/dvc.smk
         run(**kwargs)
 
 
