@@ -130,7 +130,9 @@ def render(overrides: list[str]) -> str:
     stages = {"resolve": {
         "cmd": " ".join(["python -m reprozoo resolve", *(f"--config {c}" for c in configs),
                          f"--experiments {EXPERIMENTS}"]),
-        "deps": [*schemas, record, "reprozoo/models", *folders],
+        # the whole package: the code that writes the section files (config, sections, stages) and the
+        # models' checks; the stages after it rerun only where a section file's bytes changed
+        "deps": [*schemas, record, "reprozoo", *folders],
         "params": [Flow({c: []}) for c in configs] + [Flow({EXPERIMENTS: []})],
         "outs": [Flow({f"results/{d}/config": Flow(persist=True)}) for d in var["datasets"]]}}
     for name, stage in STAGES.items():

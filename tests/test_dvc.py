@@ -505,6 +505,22 @@ def test_changing_one_model_changes_only_that_models_stages(dvc_repo):
     assert changed_stages(work) == set()
 
 
+@pytest.mark.slow
+def test_an_edit_of_the_code_that_writes_the_section_files_reruns_resolve(dvc_repo):
+    """Snakemake writes the section files at every DAG build, so an edit of the code that writes them takes
+    effect at once; under DVC its resolve stage reruns, and the stages after it only where a section changed."""
+    work, _, _ = dvc_repo
+    sections = work / "reprozoo/sections.py"
+    try:
+        sections.write_text(sections.read_text() + "\n# an edit that changes no section file\n")
+        assert changed_stages(work) == {"resolve"}
+        assert dvc_reruns(work) == set()
+    finally:
+        sh("git", "checkout", "--", "reprozoo/sections.py", cwd=work)
+        restore_baseline(work)
+    assert changed_stages(work) == set()
+
+
 # Edits of config.yaml, and the rules whose jobs each engine then reruns: reported numbers and prose feed
 # the report alone, whatever the engine.
 RECORD = "config/study.yaml"  # the study's record: what the report compares with
