@@ -91,7 +91,7 @@ apptainer:
 
 # ---------------------------------------------------------------- DVC (docs/dvc.md)
 # dvc.yaml holds one configuration: the study, or the override DVC_CONFIG names.
-# Snakemake takes outputs DVC made as its own by itself (rules/common.smk, reconcile_with_dvc):
+# Snakemake takes outputs DVC made as its own by itself (rules/dvc.smk):
 # no target here needs to line its timestamps up.
 DVC_CONFIG ?=
 SMK_CONFIG := $(if $(DVC_CONFIG),--configfile $(DVC_CONFIG))

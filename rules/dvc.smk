@@ -3,22 +3,29 @@
 # DVC decides by content hashes, Snakemake by timestamps and its records (params, code, inputs,
 # times). `dvc repro`, `dvc exp run`, `dvc exp apply`, `dvc checkout` and `dvc pull` leave outputs
 # that Snakemake would plan again. So when DVC has written outputs since the last look (a stamp in
-# .snakemake/), the main process starts `dvc status` and, beside it, a `snakemake --touch
+# .snakemake/), the main process asks DVC for its status and, beside it, runs `snakemake --touch
 # --forceall` with the same config; when DVC says every stage is current, the touch puts the
 # outputs' timestamps in DAG order and records every job for Snakemake, and each job's record takes
 # its real time from its benchmark file. When DVC sees changes nothing is touched: Snakemake decides
-# by itself. workflow/Snakefile starts this look once common.smk has written the section files and
-# waits for it after the last rule; docs/dvc.md has the user's side.
+# by itself. Both are this process forked (a fresh interpreter would spend longer importing
+# Snakemake or DVC than either takes to answer). DVC's side starts before common.smk writes the
+# section files and loads DVC and its stages meanwhile; it asks for the status once they are written
+# (DVC compares them) and gives its word to the touch, which waits for it with its DAG built.
+# workflow/Snakefile calls the three steps; docs/dvc.md has the user's side.
+import atexit
+import functools
 import json
 import os
-import shutil
-import subprocess
+import signal
 import sys
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
+from typing import NamedTuple
 
 import snakemake.cli
 import snakemake.executors.touch
+import snakemake.io
 import yaml
 
 from reprozoo.benchmark import benchmark_seconds, write_benchmark
@@ -28,76 +35,137 @@ from reprozoo.schema import LOADER
 # leave without touching). `make dvc-touch` runs one by hand: REPROZOO_DVC_TOUCH=0, the word on stdin.
 DVC_TOUCH = "REPROZOO_DVC_TOUCH"
 DVC_CHANGED = 3  # the touch's exit status when DVC sees changes: nothing was touched
-DVC = shutil.which("dvc") or shutil.which("dvc", path=os.path.dirname(sys.executable))
 DVC_SEEN = Path(".snakemake/reprozoo-dvc-seen")  # newer than every output DVC wrote: nothing to look at
 TOUCHING = DVC_TOUCH in os.environ  # this process is the touch
 
 
+class Look(NamedTuple):
+    """The main process's side of a look: DVC's side (pid), its go-ahead and DVC's word to the touch
+    (pipe ends), then the touch (pid) and the file its output goes to."""
+
+    dvc: int
+    go: int
+    word: int
+    say: int
+    touch: int = 0
+    log: object = None
+
+
 def start_dvc_look():
-    """In the main process, once the section files are written: `dvc status` and the touch, when DVC wrote
-    something since the last look; None otherwise. The touch is this process forked, with Snakemake
-    already loaded (a fresh interpreter would spend longer importing it than DVC takes to answer): it
-    reads the workflow and builds its DAG while `dvc status` runs, then waits for the word
-    (`touch_if_dvc_is_current`)."""
+    """In the main process, before common.smk writes the section files: DVC's side of the look, forked,
+    when DVC wrote something since the last look; None otherwise."""
     if os.environ.get("REPROZOO_NO_DVC_SYNC") or TOUCHING or not workflow.is_main_process:
         return None
-    if DVC is None or not os.path.isfile("dvc.lock") or not _dvc_written_since(DVC_SEEN):
+    if find_spec("dvc") is None or not os.path.isfile("dvc.lock") or not _dvc_written_since(DVC_SEEN):
         return None
-    quiet = {**os.environ, "DVC_NO_ANALYTICS": "1"}  # our own question, not the user's command: no usage report
-    status = subprocess.Popen([DVC, "status", "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=quiet)
-    word, go = os.pipe()
+    word, say = os.pipe()  # DVC's side -> the touch
+    wait, go = os.pipe()  # the main process -> DVC's side, once the section files are written
+    pid = _fork()
+    if pid == 0:
+        os.close(word)
+        os.close(go)
+        _exit_with(_ask_dvc, wait, say)
+    os.close(wait)
+    atexit.register(_stop_unasked, pid)  # common.smk may end the run (a config error): DVC's side with it
+    return Look(pid, go, word, say)
+
+
+def _stop_unasked(pid):
+    """At the main process's exit before the section files were written: DVC's side, which has taken no
+    lock and written nothing yet, ends at once rather than after it has loaded DVC."""
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def touch_beside_dvc(look):
+    """In the main process, once common.smk has written the section files: DVC's side may ask for its
+    status, and the touch starts: it reads the workflow and builds its DAG while DVC answers, then waits
+    for DVC's word (`touch_if_dvc_is_current`)."""
+    if look is None:
+        return None
     log = tempfile.TemporaryFile()
+    pid = _fork()
+    if pid == 0:
+        os.close(look.go)
+        os.close(look.say)
+        _exit_with(_run_touch, look.word, log)
+    os.close(look.word)
+    os.close(look.say)  # DVC's side holds the only writer: the touch reads an end of file if it dies
+    atexit.unregister(_stop_unasked)  # from here DVC's side may hold DVC's lock: it ends by itself
+    os.write(look.go, b"look\n")
+    os.close(look.go)
+    return look._replace(touch=pid, log=log)
+
+
+def _fork():
     sys.stdout.flush()
     sys.stderr.flush()
-    touch = os.fork()
-    if touch == 0:
-        _run_touch(word, go, log)
-    os.close(word)
-    return status, touch, go, log
+    return os.fork()
 
 
-def _run_touch(word, go, log):
-    """The forked touch: Snakemake's command line with the main process's config, its output to `log`;
-    never returns."""
+def _exit_with(work, *args):
+    """The forked child: `work(*args)`, then its exit status, never Snakemake's exit handlers."""
     code = 1
     try:
-        os.close(go)
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        os.environ[DVC_TOUCH] = str(word)
-        args = ["--snakefile", workflow.main_snakefile]
-        files = [str(f) for f in workflow.config_settings.configfiles]
-        args += ["--configfile", *files] if files else []  # one flag: a second --configfile replaces the first
-        if workflow.config_settings.config:  # `snakemake --config k=v`: values as YAML (JSON is YAML)
-            args += ["--config", *(f"{k}={json.dumps(v)}" for k, v in workflow.config_settings.config.items())]
-        snakemake.cli.main(["--touch", "--forceall", "--cores", "1", "--quiet", *args])
+        work(*args)
+        code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException:  # say nothing: the main process decides what a look that failed means
+        pass
     finally:
         os._exit(code)
 
 
+def _ask_dvc(wait, say):
+    """DVC's side: DVC imported and its stages read while common.smk writes the section files (no lock
+    taken: only to have the code and the parsed templates warm), then, on the main process's go,
+    `dvc status` as its Python API answers it, under DVC's lock; its word to the touch: "touch" when
+    every stage is current. Quiet: DVC's own messages are not the user's business here."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    from dvc.repo import Repo  # here, not above: loading DVC costs every Snakemake start 0.3 s
+
+    with Repo(".") as repo:
+        try:
+            repo.index.stages  # noqa: B018 (only to warm up; status reads them again under the lock)
+        except Exception:  # a dvc.yaml or dvc.lock being rewritten: status will tell
+            pass
+        with os.fdopen(wait) as main:
+            if main.readline().strip() != "look":  # the main process stopped before the section files
+                return
+        current = repo.status() == {}
+    os.write(say, b"touch\n" if current else b"stop\n")
+
+
+def _run_touch(word, log):
+    """The forked touch: Snakemake's command line with the main process's config, its output to `log`."""
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    os.environ[DVC_TOUCH] = str(word)
+    args = ["--snakefile", workflow.main_snakefile]
+    files = [str(f) for f in workflow.config_settings.configfiles]
+    args += ["--configfile", *files] if files else []  # one flag: a second --configfile replaces the first
+    if workflow.config_settings.config:  # `snakemake --config k=v`: values as YAML (JSON is YAML)
+        args += ["--config", *(f"{k}={json.dumps(v)}" for k, v in workflow.config_settings.config.items())]
+    snakemake.cli.main(["--touch", "--forceall", "--cores", "1", "--quiet", *args])
+
+
 def finish_dvc_look(look):
-    """In the main process, before Snakemake builds its DAG: DVC's word to the touch, the touch waited for,
-    one line said, the stamp set."""
+    """In the main process, before Snakemake builds its DAG: both sides waited for, one line said, the
+    stamp set."""
     if look is None:
         return
-    status, touch, go, log = look
-    changes, _ = status.communicate()
-    try:
-        current = status.returncode == 0 and json.loads(changes or "{}") == {}
-    except ValueError:  # not DVC's JSON: no word that it is current
-        current = False
-    os.write(go, b"touch\n" if current else b"stop\n")
-    os.close(go)
-    code = os.waitstatus_to_exitcode(os.waitpid(touch, 0)[1])
+    code = os.waitstatus_to_exitcode(os.waitpid(look.touch, 0)[1])
+    os.waitpid(look.dvc, 0)
     if code == 0:
         print("reprozoo: outputs that DVC made are current (dvc status): recorded for Snakemake", file=sys.stderr)
     elif code != DVC_CHANGED:  # say so: Snakemake may now plan to rerun what DVC made
-        log.seek(0)
-        last = (log.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        look.log.seek(0)
+        last = (look.log.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         print(f"reprozoo: could not record DVC's outputs for Snakemake (snakemake --touch: {last})", file=sys.stderr)
-    log.close()
+    look.log.close()
     DVC_SEEN.parent.mkdir(exist_ok=True)
     DVC_SEEN.touch()
 
@@ -107,6 +175,18 @@ if TOUCHING:
     # they are at least as new, all Snakemake asks (an input counts only when strictly newer), and on
     # the demo those sleeps were most of the first dry run after DVC.
     snakemake.executors.touch.Executor.SLEEPING_TIME = 0
+    # Snakemake records each output with its job's input checksums, hashing every input again for every
+    # output (the report's job: dozens of each); a touch changes no file's content, so each is hashed once.
+    _hash = snakemake.io._IOFile.checksum
+
+    @functools.wraps(_hash)
+    async def _hash_once(self, threshold=None, force=False, algorithm=None, _hashed={}):
+        key = (str(self), threshold, force, algorithm)
+        if key not in _hashed:
+            _hashed[key] = await _hash(self, threshold, force, algorithm)
+        return _hashed[key]
+
+    snakemake.io._IOFile.checksum = _hash_once
 
 
 def touch_if_dvc_is_current():

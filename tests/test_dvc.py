@@ -5,6 +5,7 @@ Everything runs in a temporary git + DVC repository copied from the workflow,
 never in this checkout's own .dvc. End-to-end runs use tests/tiny.yaml through
 the same mechanism as the demo: `python -m reprozoo dvc-yaml --configfile tests/tiny.yaml`.
 """
+import contextlib
 import json
 import os
 import re
@@ -408,6 +409,41 @@ def test_dvc_repro_runs_every_stage_then_nothing_in_either_engine(dvc_repo):
     make("dvc-touch", cwd=work)
     assert report.stat().st_mtime_ns > before and snakemake_plans(work) == set()
     print(f"dvc repro (tiny) wall time: {seconds:.0f}s")
+
+
+def left_running(work) -> list[str]:
+    """The command lines of the processes at work in `work`: what a command left behind once it returned."""
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(work):
+                left.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode())
+    return left
+
+
+@pytest.mark.slow
+def test_the_look_after_dvc_touches_nothing_on_a_config_error_or_a_change(dvc_repo):
+    """DVC's side of the look starts before the Snakefile checks the config: a config error ends the command
+    with its one line and DVC's side with it, nothing touched; a config DVC has not run gets Snakemake's own
+    plan, nothing touched; back to DVC's config, the next dry run takes DVC's outputs again."""
+    work, _, _ = dvc_repo
+    report = work / "results/digits/report/comparison.csv"
+    before = report.stat().st_mtime_ns
+    os.utime(work / "dvc.lock")  # DVC wrote since the last look
+    bad = run_snakemake("-n", "--configfile", "tests/tiny.yaml", "--config", "seed=-1", cwd=work)
+    assert bad.returncode != 0 and "reprozoo: config key 'seed': -1 is less than the minimum of 0" in bad.stderr
+    assert left_running(work) == [] and report.stat().st_mtime_ns == before
+    try:
+        set_config(work, lambda cfg: cfg["models"]["mlp"]["args"].update(hidden=[96]))
+        assert "train" in snakemake_plans(work)  # DVC sees the change: no touch, Snakemake plans by itself
+        assert report.stat().st_mtime_ns == before
+    finally:
+        sh("git", "checkout", "--", "config.yaml", cwd=work)
+    os.utime(work / "dvc.lock")
+    result = run_snakemake("-n", "--configfile", "tests/tiny.yaml", cwd=work)
+    assert "outputs that DVC made are current" in result.stderr, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr and left_running(work) == []
+    assert report.stat().st_mtime_ns > before
 
 
 @pytest.mark.slow
