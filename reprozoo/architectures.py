@@ -63,7 +63,8 @@ def models_declaring(figure: str, cfg: dict, models: list[str]) -> list[str]:
     return [m for m in models if cfg["models"][m]["arch"] in architectures_declaring(figure)]
 
 
-def _sibling_imports(path: Path) -> set[Path]:
+@lru_cache(maxsize=None)  # as _parse: one process's reads of the config (the DAG's, a run's onstart) share it
+def _sibling_imports(path: Path) -> frozenset[Path]:
     """Model modules that `path` imports (`from reprozoo.models.layers import ...`)."""
     deps = set()
     for node in ast.walk(_parse(path)):
@@ -71,7 +72,7 @@ def _sibling_imports(path: Path) -> set[Path]:
             dep = MODELS_DIR / (node.module.split(".")[-1] + ".py")
             if dep.is_file():
                 deps.add(dep)
-    return deps
+    return frozenset(deps)
 
 
 def model_sources(arch: str) -> list[Path]:
