@@ -177,10 +177,10 @@ if TOUCHING:
     snakemake.executors.touch.Executor.SLEEPING_TIME = 0
     # Snakemake records each output with its job's input checksums, hashing every input again for every
     # output (the report's job: dozens of each); a touch changes no file's content, so each is hashed once.
-    _hash = snakemake.io._IOFile.checksum
+    _hash, _hashed = snakemake.io._IOFile.checksum, {}
 
     @functools.wraps(_hash)
-    async def _hash_once(self, threshold=None, force=False, algorithm=None, _hashed={}):
+    async def _hash_once(self, threshold=None, force=False, algorithm=None):
         key = (str(self), threshold, force, algorithm)
         if key not in _hashed:
             _hashed[key] = await _hash(self, threshold, force, algorithm)
