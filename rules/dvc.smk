@@ -9,8 +9,8 @@
 # its real time from its benchmark file. When DVC sees changes nothing is touched: Snakemake decides
 # by itself. Both are this process forked (a fresh interpreter would spend longer importing
 # Snakemake or DVC than either takes to answer). DVC's side starts before common.smk writes the
-# section files and loads DVC and its stages meanwhile; it asks for the status once they are written
-# (DVC compares them) and gives its word to the touch, which waits for it with its DAG built.
+# section files and loads DVC meanwhile; it asks for the status once they are written (DVC
+# compares them) and gives its word to the touch, which waits for it with its DAG built.
 # workflow/Snakefile calls the three steps; docs/dvc.md has the user's side.
 import atexit
 import functools
@@ -118,20 +118,15 @@ def _exit_with(work, *args):
 
 
 def _ask_dvc(wait, say):
-    """DVC's side: DVC imported and its stages read while common.smk writes the section files (no lock
-    taken: only to have the code and the parsed templates warm), then, on the main process's go,
+    """DVC's side: DVC loaded while common.smk writes the section files, then, on the main process's go,
     `dvc status` as its Python API answers it, under DVC's lock; its word to the touch: "touch" when
     every stage is current. Quiet: DVC's own messages are not the user's business here."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    from dvc.repo import Repo  # here, not above: loading DVC costs every Snakemake start 0.3 s
+    from dvc.repo import Repo  # here, not above: loading DVC would cost every Snakemake start 0.3 s
 
     with Repo(".") as repo:
-        try:
-            repo.index.stages  # noqa: B018 (only to warm up; status reads them again under the lock)
-        except Exception:  # a dvc.yaml or dvc.lock being rewritten: status will tell
-            pass
         with os.fdopen(wait) as main:
             if main.readline().strip() != "look":  # the main process stopped before the section files
                 return
