@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -417,7 +418,7 @@ def left_running(work) -> list[str]:
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
             if os.readlink(f"/proc/{pid}/cwd") == os.path.realpath(work):
-                left.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode())
+                left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
     return left
 
 
